@@ -1,0 +1,270 @@
+"""Datasets and the Lightning data module.
+
+Every dataset is held as one uint8 tensor (N, C, H, W) with values 0..255 per split, and
+batches are slices of it by a shuffled index: no per-sample Python work. What the model
+sees depends on the likelihood's support and is produced per batch, on the device:
+
+    binary   -> Bernoulli(x/255) draws: fresh per training batch ("dynamic", the IWAE
+                protocol), or once with a fixed seed ("static"); "none" passes x/255 through
+    unit     -> (x + u)/256, u ~ U[0,1): uniform dequantisation, fresh per training batch
+    discrete -> the integer values 0..255 (as float)
+
+Validation and test splits are transformed once with a fixed seed, so every evaluation of
+a checkpoint scores exactly the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from vae_cli.config import Config
+from vae_cli.errors import VaeError
+from vae_cli.likelihoods import LIKELIHOODS, Support
+
+EVAL_SEED = 1234  # the fixed seed of the one-time eval binarisation / dequantisation
+SPLIT_SEED = 0  # the fixed seed of the train/val split
+
+Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    shape: tuple[int, int, int]
+    load: Callable[[Path], Splits]
+    val_size: int
+    about: str
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(name: str, shape: tuple[int, int, int], val_size: int, about: str):
+    def add(fn: Callable[[Path], Splits]) -> Callable[[Path], Splits]:
+        DATASETS[name] = DatasetSpec(shape, fn, val_size, about)
+        return fn
+
+    return add
+
+
+@register("digits", (1, 8, 8), 180, "scikit-learn's bundled 8x8 handwritten digits (offline)")
+def load_digits(data_dir: Path) -> Splits:
+    from sklearn.datasets import load_digits as sk_digits
+
+    # 17 grey levels 0..16, stretched onto 0..255 so all datasets share one 8-bit scale.
+    x = torch.from_numpy(sk_digits().images).mul(255 / 16).round().to(torch.uint8)
+    x = x.unsqueeze(1)[torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))]
+    return x[360:], x[:360]
+
+
+def _torchvision(cls_name: str, folder: str, data_dir: Path) -> Splits:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, cls_name)
+    try:
+        # torchvision prints its download attempts; the error below says what matters.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            train = cls(str(data_dir), train=True, download=True)
+            test = cls(str(data_dir), train=False, download=True)
+    except PermissionError:
+        raise VaeError(
+            f"{data_dir / folder} is not writable and torchvision must unpack the .gz files "
+            f"there: copy the folder somewhere writable and pass that as --data-dir"
+        ) from None
+    except Exception as e:
+        raise VaeError(
+            f"{cls_name} not found in {data_dir / folder}/raw and the download failed "
+            f"({type(e).__name__}): put the four *-ubyte.gz files there, or pass "
+            f"--data-dir to a folder that holds {folder}/raw/"
+        ) from None
+    return _nchw(train.data), _nchw(test.data)
+
+
+def _nchw(x) -> Tensor:
+    x = torch.as_tensor(x)
+    if x.ndim == 3:  # (N, H, W) grayscale
+        return x.unsqueeze(1).contiguous()
+    return x.permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+
+
+@register("mnist", (1, 28, 28), 5000, "MNIST via torchvision (DIR/MNIST/raw)")
+def load_mnist(data_dir: Path) -> Splits:
+    return _torchvision("MNIST", "MNIST", data_dir)
+
+
+@register("fashion-mnist", (1, 28, 28), 5000, "Fashion-MNIST via torchvision")
+def load_fashion_mnist(data_dir: Path) -> Splits:
+    return _torchvision("FashionMNIST", "FashionMNIST", data_dir)
+
+
+@register("cifar10", (3, 32, 32), 5000, "CIFAR-10 via torchvision (DIR/cifar-10-batches-py)")
+def load_cifar10(data_dir: Path) -> Splits:
+    import torchvision
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            train = torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
+            test = torchvision.datasets.CIFAR10(str(data_dir), train=False, download=True)
+    except Exception as e:
+        raise VaeError(
+            f"CIFAR-10 not found in {data_dir}/cifar-10-batches-py and the download failed "
+            f"({type(e).__name__}): put cifar-10-python.tar.gz in {data_dir}"
+        ) from None
+    return _nchw(train.data), _nchw(test.data)
+
+
+@register("binarized-mnist", (1, 28, 28), 10000, "Larochelle's statically binarised MNIST")
+def load_binarized_mnist(data_dir: Path) -> Splits:
+    """The .amat files; train+valid form the pool so val_size=10000 gives the usual split."""
+    folder = data_dir / "BinarizedMNIST"
+
+    def read(split: str) -> Tensor:
+        for path in (
+            folder / f"binarized_mnist_{split}.amat",
+            folder / f"binarized_mnist_{split}.amat.gz",
+        ):
+            if path.exists():
+                raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+                # one character per value, each followed by a separator
+                bits = torch.frombuffer(bytearray(raw), dtype=torch.uint8)[0::2] - ord("0")
+                return (bits.view(-1, 1, 28, 28) * 255).to(torch.uint8)
+        raise VaeError(
+            f"binarized_mnist_{split}.amat(.gz) not found in {folder}: download Larochelle's "
+            f"binarized MNIST files there, or pass --data-dir to a folder holding BinarizedMNIST/"
+        )
+
+    # Order matters for the split below: valid comes last, so it becomes the val split.
+    return torch.cat([read("train"), read("valid")]), read("test")
+
+
+def to_unit_support(x: Tensor, support: Support, binarize: str, generator=None) -> Tensor:
+    """uint8 0..255 -> what the likelihood scores; random where the protocol says so."""
+    if support == "binary":
+        p = x.float() / 255
+        return p if binarize == "none" else torch.bernoulli(p, generator=generator)
+    if support == "unit":
+        u = torch.rand(x.shape, generator=generator, device=x.device)
+        return (x.float() + u) / 256
+    return x.float()
+
+
+def to_image(x: Tensor, support: Support) -> Tensor:
+    """Model-space values -> [0, 1] for display."""
+    if support == "discrete":
+        return x / 255
+    return x.clamp(0, 1)
+
+
+def bits_offset(support: Support) -> float:
+    """Bits per dim to add to a density on [0,1] to compare with a pmf over 256 levels."""
+    return math.log2(256) if support == "unit" else 0.0
+
+
+class TensorBatches:
+    """Batches of an in-memory tensor by index: a DataLoader without per-sample work.
+
+    Sharded over ranks without padding (eval scores every example exactly once); the
+    shuffle order is a pure function of (seed, epoch), so it is the same after a resume.
+    """
+
+    def __init__(
+        self,
+        data: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_fn: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.epoch_fn = seed, rank, world_size, epoch_fn
+
+    def _indices(self) -> Tensor:
+        n = len(self.data)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch_fn())
+            perm = torch.randperm(n, generator=g)
+            per_rank = n // self.world_size  # equal step counts on every rank when training
+            return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+        bounds = [n * r // self.world_size for r in range(self.world_size + 1)]
+        return torch.arange(bounds[self.rank], bounds[self.rank + 1])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._indices()) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        idx = self._indices()
+        for start in range(0, len(idx), self.batch_size):
+            yield self.data[idx[start : start + self.batch_size]]
+
+
+class VAEDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.spec = DATASETS[cfg.dataset]
+        self.support: Support = LIKELIHOODS[cfg.likelihood].support
+        self.shape = self.spec.shape
+        self.dims = math.prod(self.shape)
+        self.bits_offset = bits_offset(self.support)
+        self.splits: dict[str, Tensor] = {}
+        self.eval_split = "test"  # what test_dataloader serves; `vae eval --split val` changes it
+
+    @property
+    def normalised(self) -> bool:
+        """False when Bernoulli scores non-binary data: then log_prob is no density."""
+        return not (self.support == "binary" and self.cfg.binarize == "none")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        pool, test = self.spec.load(Path(self.cfg.data_dir))
+        val_size = self.cfg.val_size or self.spec.val_size
+        if val_size >= len(pool):
+            raise VaeError(f"val_size {val_size} leaves no training data ({len(pool)} examples)")
+        train, val = pool[:-val_size], pool[-val_size:]
+        g = torch.Generator().manual_seed(EVAL_SEED)
+        fixed = lambda x: to_unit_support(x, self.support, self.cfg.binarize, g)  # noqa: E731
+        static = self.support == "binary" and self.cfg.binarize == "static"
+        self.splits = {
+            # uint8 until the batch is on the device, unless binarised once for good
+            "train": fixed(train) if static else train,
+            "val": fixed(val),
+            "test": fixed(test),
+        }
+
+    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
+        if batch.dtype == torch.uint8:  # only the dynamic training split arrives as raw uint8
+            return to_unit_support(batch, self.support, self.cfg.binarize)
+        return batch
+
+    def _batches(self, split: str, shuffle: bool) -> TensorBatches:
+        trainer = self.trainer
+        return TensorBatches(
+            self.splits[split],
+            self.cfg.batch_size,
+            shuffle=shuffle,
+            seed=self.cfg.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            epoch_fn=lambda: trainer.current_epoch if trainer else 0,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", shuffle=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches(self.eval_split, shuffle=False)

@@ -1,0 +1,70 @@
+"""Run directories: where a run's files live, and how to find and load them again."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vae_cli.errors import VaeError
+
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+
+
+def latest_run(runs_dir: Path) -> Path:
+    """The most recently created run directory under runs_dir (any experiment)."""
+    runs = [p.parent for p in runs_dir.glob(f"*/version_*/{CONFIG}")]
+    runs = [r for r in runs if checkpoint_in(r, must_exist=False) is not None]
+    if not runs:
+        raise VaeError(
+            f"no trained run found under {runs_dir}/: train one with `vae train`, "
+            f"or pass a run directory or .ckpt file"
+        )
+    return max(runs, key=lambda r: (r / CONFIG).stat().st_mtime)
+
+
+def checkpoint_in(run_dir: Path, must_exist: bool = True) -> Path | None:
+    """best.ckpt (by validation ELBO) if the run has one, else last.ckpt."""
+    for name in ("best.ckpt", "last.ckpt"):
+        path = run_dir / CHECKPOINTS / name
+        if path.exists():
+            return path
+    if must_exist:
+        raise VaeError(f"{run_dir} holds no checkpoints/best.ckpt or last.ckpt: is it a run directory?")
+    return None
+
+
+def resolve_checkpoint(run_or_ckpt: Path | None, runs_dir: Path) -> tuple[Path, Path]:
+    """(checkpoint file, run directory) from a run dir, a .ckpt path, or the latest run."""
+    if run_or_ckpt is None:
+        run_dir = latest_run(runs_dir)
+        return checkpoint_in(run_dir), run_dir  # type: ignore[return-value]
+    path = Path(run_or_ckpt)
+    if not path.exists():
+        raise VaeError(f"{path} does not exist: pass a run directory or a .ckpt file")
+    if path.is_dir():
+        return checkpoint_in(path), path  # type: ignore[return-value]
+    # runs/<exp>/version_n/checkpoints/x.ckpt -> runs/<exp>/version_n
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
+    return path, run_dir
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write then rename: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(run_dir: Path, config: dict[str, Any]) -> None:
+    write_atomic(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
