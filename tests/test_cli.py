@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from conftest import run_vae
+from PIL import Image
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +54,8 @@ def read_png(path: Path) -> np.ndarray:
 def cells(img: np.ndarray, side: int = 8, n: int = 64, pad: int = 2) -> np.ndarray:
     """The pixel values inside the grid cells (without torchvision's padding)."""
     per_row = int(np.ceil(np.sqrt(n)))
-    return np.stack([
-        img[pad + r * (side + pad): pad + r * (side + pad) + side, pad + c * (side + pad): pad + c * (side + pad) + side]
-        for r in range(per_row) for c in range(per_row)
-    ])  # fmt: skip
+    at = [pad + i * (side + pad) for i in range(per_row)]
+    return np.stack([img[r : r + side, c : c + side] for r in at for c in at])
 
 
 def test_sample_mean_vs_stochastic_for_bernoulli(trained: Path):

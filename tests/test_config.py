@@ -35,12 +35,12 @@ def test_unknown_experiment_names_the_choices():
 def test_unknown_yaml_key_is_named_with_a_suggestion(tmp_path: Path):
     f = tmp_path / "bad.yaml"
     f.write_text("latnt_dim: 3\n")
-    with pytest.raises(VaeError, match='unknown key "latnt_dim".*did you mean "latent_dim"'):
+    with pytest.raises(VaeError, match=r'unknown key "latnt_dim".*did you mean "latent_dim"'):
         resolve(config_file=f, experiments=EXPS)
 
 
 def test_wrong_type_and_range_are_errors(tmp_path: Path):
-    with pytest.raises(VaeError, match='"batch_size" .* must be int'):
+    with pytest.raises(VaeError, match=r'"batch_size" .* must be int'):
         resolve(overrides={"batch_size": "ten"}, experiments=EXPS)
     with pytest.raises(VaeError, match="latent_dim must be >= 1"):
         resolve(overrides={"latent_dim": 0}, experiments=EXPS)
