@@ -72,6 +72,17 @@ def root(
 # ---------------------------------------------------------------------------- options shared
 RUNS_DIR = typer.Option(None, "--runs-dir", help="Where runs live [default: runs].")
 RUN_ARG = typer.Argument(None, help="Run directory or .ckpt file [default: the latest run].")
+# Trainer flags of eval/sample: not inherited from the run (see docs/scaling.md).
+ACCELERATOR = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu, ... [default: auto].")
+DEVICES = typer.Option(None, help="Devices per node (-1: all) [default: 1].")
+STRATEGY = typer.Option(None, help="Lightning strategy: auto, ddp, ddp_spawn, fsdp [default: auto].")
+NUM_NODES = typer.Option(None, help="Nodes (multi-node under torchrun or SLURM) [default: 1].")
+PRECISION = typer.Option(None, help="32-true, 16-mixed, bf16-mixed [default: 32-true].")
+
+
+def trainer_overrides(**flags: Any) -> dict[str, Any]:
+    """The trainer flags that were given, as Config overrides."""
+    return {k: v for k, v in flags.items() if v is not None}
 
 
 def trainer_kwargs(cfg: config_mod.Config) -> dict[str, Any]:
@@ -139,8 +150,17 @@ def evaluate(
     data_dir: str = typer.Option(None, help="Dataset root [default: the run's]."),
     seed: int = typer.Option(0, help="Seed of the z samples."),
     runs_dir: Path = RUNS_DIR,
+    accelerator: str = ACCELERATOR,
+    devices: int = DEVICES,
+    strategy: str = STRATEGY,
+    num_nodes: int = NUM_NODES,
+    precision: str = PRECISION,
 ) -> None:
-    """Test-set ELBO, its terms, bits/dim and the importance-weighted bound; writes eval.json."""
+    """Test-set ELBO, its terms, bits/dim and the importance-weighted bound; writes eval.json.
+
+    The same numbers on any number of devices: every example is scored once, with z noise
+    seeded per fixed batch, and sums are all-reduced (docs/scaling.md).
+    """
     if split not in ("test", "val"):
         raise VaeError(f'unknown split "{split}": choose test or val')
     if iw_samples < 0 or chunk < 1:
@@ -149,7 +169,11 @@ def evaluate(
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
     overrides = {k: v for k, v in (("batch_size", batch_size), ("data_dir", data_dir)) if v is not None}
+    overrides.update(trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
+                                       num_nodes=num_nodes, precision=precision))  # fmt: skip
     results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides)
+    if results is None:  # a DDP worker (rank > 0): rank 0 reports and writes
+        return
     rows = [("examples", str(results["n_examples"]))]
     for name, label in (
         ("elbo", "ELBO"),
@@ -186,17 +210,34 @@ def sample(
         None, "--out", help="PNG path [default: RUN/samples-{mean,stochastic}.png]."
     ),
     runs_dir: Path = RUNS_DIR,
+    accelerator: str = ACCELERATOR,
+    devices: int = DEVICES,
+    strategy: str = STRATEGY,
+    num_nodes: int = NUM_NODES,
+    precision: str = PRECISION,
 ) -> None:
-    """Draw z from the prior and write a PNG grid of E[x|z] (or of x ~ p(x|z))."""
+    """Draw z from the prior and write a PNG grid of E[x|z] (or of x ~ p(x|z)).
+
+    One decoder pass: it runs in one process on one device of --accelerator under
+    --precision; launched as several processes (torchrun, srun), only rank 0 writes.
+    """
     if n < 1:
         raise VaeError(f"--n must be >= 1, got {n}")
     if temperature <= 0:
         raise VaeError(f"--temperature must be > 0, got {temperature}")
-    from vae_cli.training import load_module, sample_images
+    from vae_cli.training import load_module, sample_on_device
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
     module = load_module(ckpt)
-    images = sample_images(module, n, stochastic, temperature, seed)
+    flags = trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
+                              num_nodes=num_nodes, precision=precision)  # fmt: skip
+    spread = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
+    if any(flags.get(k, v) != v for k, v in spread.items()):
+        err.print("note: sampling runs on one device; --devices/--strategy/--num-nodes only matter "
+                  "for train and eval")  # fmt: skip
+    images = sample_on_device(module, n, stochastic, temperature, seed, flags)
+    if images is None:  # not global rank 0 of a multi-process launch
+        return
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"

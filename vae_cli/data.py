@@ -33,6 +33,7 @@ from vae_cli.likelihoods import LIKELIHOODS, Support
 
 EVAL_SEED = 1234  # the fixed seed of the one-time eval binarisation / dequantisation
 SPLIT_SEED = 0  # the fixed seed of the train/val split
+ON_DEVICE_MAX_BYTES = 4 * 2**30  # splits up to this size live on the accelerator
 
 Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W)
 
@@ -174,6 +175,9 @@ class TensorBatches:
 
     Sharded over ranks without padding (eval scores every example exactly once); the
     shuffle order is a pure function of (seed, epoch), so it is the same after a resume.
+    Evaluation shards whole fixed batches (batch b is examples [bB, (b+1)B), rank r takes
+    b = r, r+W, ...), so every batch, and the noise seeded from its index, is the same
+    whatever the world size W: see eval_batch_index.
     """
 
     def __init__(
@@ -190,22 +194,35 @@ class TensorBatches:
         self.seed, self.rank, self.world_size, self.epoch_fn = seed, rank, world_size, epoch_fn
 
     def _indices(self) -> Tensor:
-        n = len(self.data)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch_fn())
-            perm = torch.randperm(n, generator=g)
-            per_rank = n // self.world_size  # equal step counts on every rank when training
-            return perm[self.rank * per_rank : (self.rank + 1) * per_rank]
-        bounds = [n * r // self.world_size for r in range(self.world_size + 1)]
-        return torch.arange(bounds[self.rank], bounds[self.rank + 1])
+        """This rank's share of the (seed, epoch) shuffle, on the data's device."""
+        g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch_fn())
+        perm = torch.randperm(len(self.data), generator=g)
+        per_rank = len(self.data) // self.world_size  # equal step counts on every rank
+        return perm[self.rank * per_rank : (self.rank + 1) * per_rank].to(self.data.device)
+
+    def _eval_starts(self) -> range:
+        # whole global batches dealt round-robin: rank r gets batches r, r + W, r + 2W, ...
+        step = self.batch_size * self.world_size
+        return range(self.rank * self.batch_size, len(self.data), step)
 
     def __len__(self) -> int:
-        return math.ceil(len(self._indices()) / self.batch_size)
+        if self.shuffle:
+            return math.ceil(len(self.data) // self.world_size / self.batch_size)
+        return len(self._eval_starts())
 
     def __iter__(self) -> Iterator[Tensor]:
+        if not self.shuffle:
+            for start in self._eval_starts():
+                yield self.data[start : start + self.batch_size]
+            return
         idx = self._indices()
         for start in range(0, len(idx), self.batch_size):
             yield self.data[idx[start : start + self.batch_size]]
+
+
+def eval_batch_index(local_index: int, rank: int, world_size: int) -> int:
+    """The global index of a rank's local eval batch under TensorBatches' round-robin deal."""
+    return local_index * world_size + rank
 
 
 class VAEDataModule(pl.LightningDataModule):
@@ -248,15 +265,32 @@ class VAEDataModule(pl.LightningDataModule):
             return to_unit_support(batch, self.support, self.cfg.binarize)
         return batch
 
+    def to_device(self, device: torch.device) -> None:
+        """Hold the splits on the accelerator, once: batches are then slices of a device
+        tensor, with no host->device copy per batch. MNIST-class data fits easily."""
+        size = sum(t.numel() * t.element_size() for t in self.splits.values())
+        if device.type != "cpu" and size <= ON_DEVICE_MAX_BYTES:
+            self.splits = {k: v.to(device) for k, v in self.splits.items()}
+
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         trainer = self.trainer
+        if trainer is not None:
+            self.to_device(trainer.strategy.root_device)
+        world = trainer.world_size if trainer else 1
+        n_batches = math.ceil(len(self.splits[split]) / self.cfg.batch_size)
+        if not shuffle and n_batches < world:
+            # a rank without a batch would skip the metric all-reduce the others wait in
+            raise VaeError(
+                f"the {split} split makes {n_batches} batches of {self.cfg.batch_size} for "
+                f"{world} processes: each needs at least one, pass a smaller --batch-size"
+            )
         return TensorBatches(
             self.splits[split],
             self.cfg.batch_size,
             shuffle=shuffle,
             seed=self.cfg.seed,
             rank=trainer.global_rank if trainer else 0,
-            world_size=trainer.world_size if trainer else 1,
+            world_size=world,
             epoch_fn=lambda: trainer.current_epoch if trainer else 0,
         )
 

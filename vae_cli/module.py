@@ -12,7 +12,8 @@ from torchmetrics import MeanMetric, SumMetric
 
 from vae_cli import estimators
 from vae_cli.config import Config, from_dict
-from vae_cli.data import DATASETS, bits_offset
+from vae_cli.data import DATASETS, bits_offset, eval_batch_index
+from vae_cli.distributed import eval_noise
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.model import VAE
 
@@ -31,6 +32,7 @@ class VAEModule(pl.LightningModule):
         # Evaluation settings, set by `vae eval` before trainer.test().
         self.iw_samples = 0
         self.iw_chunk = 100
+        self.eval_seed = self.cfg.seed  # eval z noise: a function of (eval_seed, batch index)
         # Means over examples kept as (sum, count) states: all-reduced as sums across ranks,
         # so uneven shards give the exact mean, never a mean of per-rank means.
         self.val_metrics = torch.nn.ModuleDict({t: MeanMetric() for t in (*TERMS, "bpd")})
@@ -55,21 +57,41 @@ class VAEModule(pl.LightningModule):
             self.log(f"train/{name}", value, batch_size=n)
         return loss
 
+    def eval_noise(self, batch_idx: int):
+        """Same z draws for the same examples whatever the world size (docs/scaling.md)."""
+        b = eval_batch_index(batch_idx, self.global_rank, self.trainer.world_size)
+        return eval_noise(self.eval_seed, b, self.device)
+
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        out = estimators.elbo(self.vae, x)
+        with self.eval_noise(batch_idx):
+            out = estimators.elbo(self.vae, x)
         out["bpd"] = self.bpd(out["elbo"])
         for name, metric in self.val_metrics.items():
             metric.update(out[name])
             self.log(f"val/{name}", metric, on_epoch=True, prog_bar=name == "elbo")
 
     def test_step(self, x: Tensor, batch_idx: int) -> None:
-        out = estimators.elbo(self.vae, x)
-        if self.iw_samples > 0:
-            out["iw"] = estimators.iw_bound(self.vae, x, self.iw_samples, self.iw_chunk)
+        with self.eval_noise(batch_idx):
+            out = estimators.elbo(self.vae, x)
+            if self.iw_samples > 0:
+                out["iw"] = estimators.iw_bound(self.vae, x, self.iw_samples, self.iw_chunk)
         out["n"] = torch.ones_like(out["elbo"])
         for name, value in out.items():
             self.test_sums[name].update(value.double())
             self.test_sums[f"{name}_sq"].update(value.double() ** 2)
+
+    def on_validation_epoch_start(self) -> None:
+        self._private_states(self.val_metrics)
+
+    def on_test_epoch_start(self) -> None:
+        self._private_states(self.test_sums)
+
+    @staticmethod
+    def _private_states(metrics: torch.nn.ModuleDict) -> None:
+        # reset() allocates fresh state tensors: ddp_spawn on CPU hands every worker the
+        # same shared-memory tensors, and in-place sums would then add up across ranks.
+        for metric in metrics.values():
+            metric.reset()
 
     def on_test_epoch_end(self) -> None:
         # compute() all-reduces the sums across ranks: exact whatever the shard sizes.

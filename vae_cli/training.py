@@ -18,6 +18,7 @@ from torch import Tensor
 from vae_cli import report, runs
 from vae_cli.config import Config
 from vae_cli.data import VAEDataModule, to_image
+from vae_cli.distributed import RankSeed, ToMainProcess
 from vae_cli.errors import VaeError
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
@@ -36,6 +37,21 @@ def trainer_args(cfg: Config) -> dict[str, Any]:
         "precision": cfg.precision,
         "enable_model_summary": False,
     }
+
+
+def make_trainer(cfg: Config, **kwargs: Any) -> pl.Trainer:
+    """pl.Trainer from the config's accelerator/devices/strategy/nodes/precision; Lightning's
+    objections to that combination (no GPU, an unknown device count...) become one line."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**trainer_args(cfg), **kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VaeError(
+            f"Lightning cannot run accelerator={cfg.accelerator} devices={cfg.devices} "
+            f"strategy={cfg.strategy} num_nodes={cfg.num_nodes} precision={cfg.precision}: {first}"
+        ) from None
 
 
 def _tensorboard_available() -> bool:
@@ -68,13 +84,15 @@ def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Pat
                       "log p(x|z) is then not a normalised density")  # fmt: skip
     module = VAEModule(cfg.to_dict())
     if smoke:
-        trainer = pl.Trainer(fast_dev_run=True, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, **trainer_args(cfg))  # fmt: skip
+        trainer = make_trainer(cfg, fast_dev_run=True, logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False,
+                               callbacks=[RankSeed(cfg.seed), ToMainProcess()])  # fmt: skip
         trainer.fit(module, datamodule=datamodule)
         trainer.test(module, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
+            elbo = (module.test_results or ToMainProcess.get(trainer, "test"))["elbo"]
             console.print(f"smoke ok: {cfg.experiment} ({cfg.dataset}, {cfg.likelihood}, "
-                          f"{cfg.arch}) test ELBO {module.test_results['elbo']:.2f} nats")  # fmt: skip
+                          f"{cfg.arch}) test ELBO {elbo:.2f} nats")  # fmt: skip
         return None
 
     loggers, run_dir = make_loggers(cfg)
@@ -82,13 +100,13 @@ def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Pat
         dirpath=run_dir / runs.CHECKPOINTS, filename="best", monitor="val/elbo", mode="max",
         save_last=True, save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
     )  # fmt: skip
-    trainer = pl.Trainer(
+    trainer = make_trainer(
+        cfg,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         logger=loggers,
-        callbacks=[checkpoints, RichProgressBar()],
+        callbacks=[checkpoints, RichProgressBar(), RankSeed(cfg.seed), ToMainProcess()],
         log_every_n_steps=cfg.log_every_n_steps,
-        **trainer_args(cfg),
     )
     if trainer.is_global_zero:
         runs.save_config(run_dir, cfg.to_dict())
@@ -119,28 +137,35 @@ def finish_run(
     for stochastic in (False, True):
         name = f"samples-{'stochastic' if stochastic else 'mean'}.png"
         written.append(report.save_grid(sample_images(module, 64, stochastic), run_dir / name))
-    for logger in trainer.loggers:
-        logger.finalize("success")
+    # Lightning has finalised (flushed) the loggers in the process that ran fit.
     plot = report.plot_elbo_curves(run_dir / "metrics.csv", run_dir / "elbo.png")
     if plot:
         written.append(plot)
     m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    epoch, step, best = fit_counts(trainer)
     rows = [
         ("experiment", module.cfg.experiment),
         ("data / likelihood", f"{module.cfg.dataset} / {module.cfg.likelihood}"),
-        ("epochs / steps", f"{trainer.current_epoch} / {trainer.global_step}"),
+        ("epochs / steps", f"{epoch} / {step}"),
         ("wall time", f"{wall:.1f} s"),
     ]
     for key, label in (("val/elbo", "val ELBO (nats)"), ("val/recon", "val E_q log p(x|z) (nats)"),
                        ("val/kl", "val KL (nats)"), ("val/bpd", "val bits/dim (ELBO)")):  # fmt: skip
         if key in m:
             rows.append((label, f"{m[key]:.4f}" if key == "val/bpd" else f"{m[key]:.3f}"))
-    if checkpoints.best_model_score is not None:
-        rows.append(("best val ELBO (nats)", f"{float(checkpoints.best_model_score):.3f}"))
+    if best is not None:
+        rows.append(("best val ELBO (nats)", f"{best:.3f}"))
     rows.append(("run directory", str(run_dir)))
     console.print(report.metrics_table("training summary", rows))
     for path in written:
         console.print(f"wrote {path}")
+
+
+def fit_counts(trainer: pl.Trainer) -> tuple[int, int, float | None]:
+    """(epoch, global step, best val ELBO) of a finished fit, also under ddp_spawn, where
+    the fit ran in worker processes (see ToMainProcess)."""
+    fit = ToMainProcess.get(trainer, "fit")
+    return int(fit["epoch"]), int(fit["global_step"]), fit.get("best_model_score")
 
 
 def load_module(ckpt: Path) -> VAEModule:
@@ -177,6 +202,44 @@ def sample_images(
     return to_image(x, LIKELIHOODS[module.cfg.likelihood].support).cpu()
 
 
+# `vae eval` does not inherit the run's trainer settings: one device, full precision,
+# unless its flags say otherwise.
+EVAL_TRAINER: dict[str, Any] = {
+    "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1, "precision": "32-true",
+}  # fmt: skip
+
+
+def sample_on_device(
+    module: VAEModule,
+    n: int,
+    stochastic: bool,
+    temperature: float = 1.0,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> Tensor | None:
+    """sample_images on one device of the accelerator, under the precision's autocast.
+
+    Sampling is a single decoder pass, so it never needs more than one device; under a
+    multi-process launch (torchrun, srun) only global rank 0 draws, the others get None.
+    """
+    from lightning_fabric import Fabric
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None
+    cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
+    try:
+        fabric = Fabric(accelerator=cfg.accelerator, devices=1, precision=cfg.precision)  # type: ignore[arg-type]
+    except (ValueError, RuntimeError) as e:
+        raise VaeError(
+            f"cannot sample with accelerator={cfg.accelerator} precision={cfg.precision}: "
+            f"{str(e).strip().splitlines()[0]}"
+        ) from None
+    module = fabric.to_device(module)
+    with fabric.autocast():
+        return sample_images(module, n, stochastic, temperature, seed)
+
+
 def evaluate_checkpoint(
     ckpt: Path,
     split: str = "test",
@@ -184,19 +247,30 @@ def evaluate_checkpoint(
     chunk: int = 100,
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
+    """Score a checkpoint on a split; the results on global rank 0, None on the other ranks.
+
+    The numbers do not depend on the world size (docs/scaling.md): batches are fixed and
+    their z noise is seeded from (seed, batch index). Trainer settings come from
+    `overrides` (accelerator, devices, strategy, num_nodes, precision) or EVAL_TRAINER,
+    never from the run: a run trained on 8 GPUs can be scored on a laptop.
+    """
     module = load_module(ckpt)
-    cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
+    cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
     datamodule = VAEDataModule(cfg)
     datamodule.setup("test")
     datamodule.eval_split = split
-    module.iw_samples, module.iw_chunk = iw_samples, chunk
+    module.iw_samples, module.iw_chunk, module.eval_seed = iw_samples, chunk, seed
     pl.seed_everything(seed, verbose=False)
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, callbacks=[RichProgressBar()],
-                         **trainer_args(cfg))  # fmt: skip
+    trainer = make_trainer(cfg, logger=False, enable_checkpointing=False,
+                           callbacks=[RichProgressBar(), ToMainProcess()])  # fmt: skip
     start = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)
-    results: dict[str, Any] = dict(module.test_results)
+    if not trainer.is_global_zero:
+        return None
+    # ddp_spawn: the results were computed in a worker and came back in callback_metrics
+    results: dict[str, Any] = dict(module.test_results or ToMainProcess.get(trainer, "test"))
+    results["n_examples"] = int(results["n_examples"])
     results.update(
         checkpoint=str(ckpt),
         split=split,
@@ -204,6 +278,8 @@ def evaluate_checkpoint(
         likelihood=cfg.likelihood,
         iw_samples=iw_samples,
         seed=seed,
+        world_size=trainer.world_size,
+        precision=str(trainer.precision),
         normalised=datamodule.normalised,
         data_protocol=protocol(cfg, datamodule),
         wall_time_s=round(time.perf_counter() - start, 3),
