@@ -63,6 +63,8 @@ class Config:
     log_every_n_steps: int = 50
     # where runs go
     runs_dir: str = "runs"
+    # speed (issue 6)
+    compile: bool = False  # torch.compile the encoder and decoder for training
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, SumMetric
 
-from vae_cli import estimators
+from vae_cli import estimators, fastpath
 from vae_cli.config import Config, from_dict
 from vae_cli.data import DATASETS, bits_offset
 from vae_cli.likelihoods import LIKELIHOODS
@@ -39,21 +39,58 @@ class VAEModule(pl.LightningModule):
              for t in ("n", *TERMS, "iw") for sq in ("", "_sq")}
         )  # fmt: skip
         self.test_results: dict[str, float] = {}
+        # Training means accumulate on the device; logged every log_every_n_steps and per epoch.
+        self.train_window = fastpath.RunningMeans(TERMS)
+        self.train_epoch = fastpath.RunningMeans(TERMS)
 
     def bpd(self, elbo: Tensor) -> Tensor:
         return estimators.bits_per_dim(-elbo, self.dims, self.bits_offset)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.cfg.compile:
+            # In place: the state_dict keys stay those of the plain modules, so checkpoints
+            # of compiled and uncompiled runs are interchangeable.
+            self.vae.encoder.compile()
+            self.vae.decoder.compile()
+
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
         out = estimators.elbo(self.vae, x)
-        loss = -out["elbo"].mean()
-        n = x.shape[0]
-        for t in TERMS:
-            self.log(f"train/{t}", out[t].mean(), on_step=True, on_epoch=True, batch_size=n,
-                     prog_bar=t == "elbo")  # fmt: skip
-        self.log("train/bpd", self.bpd(out["elbo"]).mean(), on_epoch=True, batch_size=n)
-        for name, value in self.vae.likelihood.extra_metrics().items():
-            self.log(f"train/{name}", value, batch_size=n)
-        return loss
+        self.train_window.update(out)
+        if fastpath.log_due(self.trainer):
+            self.log_train("step", *self.flush_window())
+        return -out["elbo"].mean()
+
+    def flush_window(self) -> tuple[Tensor, int]:
+        sums, count = self.train_window.take() or (torch.zeros(len(TERMS), device=self.device), 0)
+        self.train_epoch.add(sums, count)
+        return sums, count
+
+    def on_train_epoch_end(self) -> None:
+        self.flush_window()
+        taken = self.train_epoch.take()
+        if taken is None:
+            return
+        # Sums and counts are added across ranks, never means averaged: exact for any shards.
+        reduce = self.trainer.strategy.reduce
+        sums = reduce(taken[0], reduce_op="sum")
+        count = reduce(torch.tensor(float(taken[1]), device=sums.device), reduce_op="sum")
+        self.log_train("epoch", sums, count)
+
+    def log_train(self, suffix: str, sums: Tensor, count: int | Tensor) -> None:
+        """train/{elbo,recon,kl,bpd}_{step,epoch}: means over the examples since the last log
+        (step; this rank's) or over the epoch (all ranks). bpd is affine in the ELBO, so its
+        mean is the bpd of the mean ELBO."""
+        if not count:
+            return
+        means = self.train_window.means(sums, count)
+        means["bpd"] = self.bpd(means["elbo"])
+        step = suffix == "step"
+        for name, value in means.items():
+            self.log(f"train/{name}_{suffix}", value, on_step=step, on_epoch=not step, batch_size=1,
+                     prog_bar=name == "elbo")  # fmt: skip
+        if step:
+            for name, value in self.vae.likelihood.extra_metrics().items():
+                self.log(f"train/{name}", value, batch_size=1)
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
         out = estimators.elbo(self.vae, x)
@@ -89,4 +126,5 @@ class VAEModule(pl.LightningModule):
             metric.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        params = list(self.parameters())
+        return torch.optim.Adam(params, lr=self.cfg.lr, fused=fastpath.fused_adam_ok(params, self.cfg.strategy))

@@ -19,6 +19,7 @@ from vae_cli import report, runs
 from vae_cli.config import Config
 from vae_cli.data import VAEDataModule, to_image
 from vae_cli.errors import VaeError
+from vae_cli.fastpath import ThrottledRichProgressBar
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
 
@@ -57,8 +58,15 @@ def make_loggers(cfg: Config) -> tuple[list[Logger], Path]:
     return loggers, Path(csv.log_dir)
 
 
-def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Path | None:
-    """Train; returns the run directory (None for a smoke run, which writes nothing)."""
+def fit(
+    cfg: Config,
+    smoke: bool = False,
+    console: Console | None = None,
+    callbacks: list[pl.Callback] | None = None,
+) -> Path | None:
+    """Train; returns the run directory (None for a smoke run, which writes nothing).
+
+    `callbacks` are added to the run's own (scripts/bench.py times steps with one)."""
     console = console or Console()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
@@ -86,7 +94,7 @@ def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Pat
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         logger=loggers,
-        callbacks=[checkpoints, RichProgressBar()],
+        callbacks=[checkpoints, ThrottledRichProgressBar(), *(callbacks or [])],
         log_every_n_steps=cfg.log_every_n_steps,
         **trainer_args(cfg),
     )

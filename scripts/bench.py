@@ -1,0 +1,372 @@
+"""Throughput benchmark: `vae train` against a hand-written PyTorch loop and a plain Lightning module.
+
+One process, one run, every measurement interleaved (variants and batch sizes rotate within
+each repeat, so a burst of load from elsewhere hits all of them alike), medians over repeats:
+
+  (0) vae train            vae_cli.training.fit, the code path of the CLI: the RichProgressBar,
+                           CSV/TensorBoard loggers, checkpoint callback, logging every N steps
+  (0c) vae train --compile the same with Config.compile (torch.compile)
+  (a) hand-written loop    the same model (784-200-200-50 tanh, Bernoulli), torch.optim.Adam with
+                           its defaults, dynamic binarisation, shuffled index batches of one
+                           in-memory uint8 tensor: the limit a runner can approach
+  (b) plain Lightning      a LightningModule fed by a standard DataLoader over a TensorDataset,
+                           self.log every step, a default Trainer
+
+Only steady-state training steps count: the first --warmup steps of each run are excluded and
+the timed window closes at the end of the last step (no validation falls inside it).
+
+It also times `vae eval --iw-samples K` (vae_cli.training.evaluate_checkpoint, the code path of
+the CLI) on the first --eval-examples test examples and compares it with the raw batched
+forward passes the bound needs (encoder once, decoder for every importance sample, same batch
+and chunk sizes, no Lightning, no torch.distributions).
+
+Writes a markdown table to docs/benchmarks.md (--out) with the machine and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vae_cli import data, training  # noqa: E402
+from vae_cli.cli import quiet_lightning  # noqa: E402
+from vae_cli.config import Config  # noqa: E402
+
+DATASET = "bench"  # registered below with the tensors this run measures on
+
+
+# ---------------------------------------------------------------------------- data
+def load_data(data_dir: str | None, eval_examples: int) -> tuple[Tensor, Tensor, str]:
+    """(train pool, test subset) as uint8 (N, 1, 28, 28), and a sentence on what they are."""
+    if data_dir:
+        pool, test = data.DATASETS["mnist"].load(Path(data_dir))
+        what = f"MNIST from {data_dir}"
+    else:
+        g = torch.Generator().manual_seed(0)
+        pool = torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8, generator=g)
+        test = torch.randint(0, 256, (10000, 1, 28, 28), dtype=torch.uint8, generator=g)
+        what = "random uint8 data of MNIST's shape (no --data-dir given)"
+    test = test[:eval_examples]
+    data.register(DATASET, (1, 28, 28), 5000, "benchmark data")(lambda _dir: (pool, test))
+    return pool[:-5000], test, what
+
+
+# ---------------------------------------------------------------------------- timing
+class StepTimer(pl.Callback):
+    """Images per second over the training steps after the first `warmup`."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.steps, self.images = warmup, 0, 0
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        if self.steps == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps += 1
+        if self.steps > self.warmup:
+            b = batch[0] if isinstance(batch, list | tuple) else batch
+            self.images += len(b)
+            self.end = time.perf_counter()
+
+    def rate(self) -> float:
+        return self.images / (self.end - self.start)
+
+
+def hand_nets() -> tuple[nn.Module, nn.Module]:
+    enc = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 200), nn.Tanh(),
+        nn.Linear(200, 200), nn.Tanh(),
+        nn.Linear(200, 100),
+    )  # fmt: skip
+    dec = nn.Sequential(
+        nn.Linear(50, 200), nn.Tanh(),
+        nn.Linear(200, 200), nn.Tanh(),
+        nn.Linear(200, 784),
+    )  # fmt: skip
+    return enc, dec
+
+
+def hand_loss(enc: nn.Module, dec: nn.Module, xb: Tensor) -> Tensor:
+    """Negative ELBO per batch mean, written out: BCE-with-logits and the closed-form KL."""
+    x = torch.bernoulli(xb.float() / 255).flatten(1)  # dynamic binarisation
+    mu, logvar = enc(x).chunk(2, dim=-1)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    recon = -F.binary_cross_entropy_with_logits(dec(z), x, reduction="none").sum(-1)
+    kl = 0.5 * (mu.square() + logvar.exp() - 1 - logvar).sum(-1)
+    return (kl - recon).mean()
+
+
+def run_hand(train: Tensor, batch: int, warmup: int, steps: int, fused: bool = False) -> float:
+    """(a): the minimal loop. Every epoch a fresh permutation; batches are index slices."""
+    torch.manual_seed(0)
+    enc, dec = hand_nets()
+    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3, **({"fused": True} if fused else {}))
+    done, images, start = 0, 0, 0.0
+    while done < warmup + steps:
+        perm = torch.randperm(len(train))
+        for i in range(0, len(train), batch):
+            if done == warmup:
+                start = time.perf_counter()
+            xb = train[perm[i : i + batch]]
+            loss = hand_loss(enc, dec, xb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done > warmup:
+                images += len(xb)
+            if done == warmup + steps:
+                break
+    return images / (time.perf_counter() - start)
+
+
+class PlainVAE(pl.LightningModule):
+    """(b): what a Lightning user writes first: self.log every step, a DataLoader for data."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.dec = hand_nets()
+
+    def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
+        loss = hand_loss(self.enc, self.dec, batch[0])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def run_plain(train: Tensor, batch: int, warmup: int, steps: int, tmp: Path) -> float:
+    torch.manual_seed(0)
+    timer = StepTimer(warmup)
+    loader = DataLoader(TensorDataset(train), batch_size=batch, shuffle=True)
+    trainer = pl.Trainer(
+        max_steps=warmup + steps, accelerator="cpu", devices=1, default_root_dir=str(tmp / "plain"),
+        enable_checkpointing=False, enable_model_summary=False, callbacks=[timer],
+    )  # fmt: skip
+    with _quiet():
+        trainer.fit(PlainVAE(), loader)
+    return timer.rate()
+
+
+def run_vae(batch: int, warmup: int, steps: int, tmp: Path, compile: bool = False) -> tuple[float, Path]:
+    """(0): `vae train` in-process, exactly what the CLI's train command calls."""
+    cfg = Config(
+        experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
+        batch_size=batch, max_steps=warmup + steps, epochs=1000, runs_dir=str(tmp / "runs"),
+        accelerator="cpu", compile=compile,
+    ).validate()  # fmt: skip
+    timer = StepTimer(warmup)
+    with _quiet():
+        run_dir = training.fit(cfg, callbacks=[timer])
+    assert run_dir is not None
+    return timer.rate(), run_dir
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The progress bars and summary tables stay on (they are part of what is measured) but
+    are not printed: they would bury the benchmark's own output."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+# ---------------------------------------------------------------------------- evaluation
+def checkpoint_for_eval(tmp: Path) -> Path:
+    """One short training epoch at batch 512, so the checkpoint is written as in a real run."""
+    cfg = Config(experiment="bench-eval", dataset=DATASET, batch_size=512, epochs=1,
+                 runs_dir=str(tmp / "runs"), accelerator="cpu").validate()  # fmt: skip
+    with _quiet():
+        run_dir = training.fit(cfg)
+    assert run_dir is not None
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@torch.no_grad()
+def raw_iw(ckpt: Path, k: int, chunk: int, batch: int) -> tuple[float, int]:
+    """The forward passes `vae eval` needs for the IW bound, written out; returns seconds."""
+    module = training.load_module(ckpt)
+    dm = data.VAEDataModule(module.cfg)
+    dm.setup("test")
+    test = dm.splits["test"]
+    enc, dec = module.vae.encoder, module.vae.decoder
+    half_log_2pi = 0.5 * math.log(2 * math.pi)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    for i in range(0, len(test), batch):
+        x = test[i : i + batch].flatten(1)
+        mu, logvar = enc(x).chunk(2, dim=-1)
+        std = (0.5 * logvar).exp()
+        parts = []
+        for s in range(0, k, chunk):
+            eps = torch.randn(min(chunk, k - s), *mu.shape)
+            z = mu + std * eps
+            logits = dec(z.flatten(0, 1)).flatten(1)
+            xk = x.expand(len(eps), *x.shape).flatten(0, 1)
+            log_px = -F.binary_cross_entropy_with_logits(logits, xk, reduction="none").sum(-1)
+            log_pz = (-0.5 * z.square() - half_log_2pi).sum(-1)
+            log_qz = (-0.5 * eps.square() - half_log_2pi - 0.5 * logvar).sum(-1)
+            lw = log_px.view(len(eps), -1) + log_pz - log_qz
+            parts.append(torch.logsumexp(lw.double(), dim=0))
+        torch.logsumexp(torch.stack(parts), dim=0)
+    return time.perf_counter() - start, len(test)
+
+
+def vae_eval(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
+    with _quiet():
+        res = training.evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk)
+    return float(res["wall_time_s"]), int(res["n_examples"])
+
+
+# ---------------------------------------------------------------------------- report
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{cpu}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"pytorch-lightning {pl.__version__}, Python {platform.python_version()}"
+    )
+
+
+def spread(xs: list[float]) -> str:
+    return f"{min(xs):,.0f}–{max(xs):,.0f}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None, help="dataset root holding MNIST/raw (else random data)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 512])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--images", type=int, default=30000, help="timed images per training run")
+    p.add_argument("--warmup", type=int, default=20, help="steps per run excluded from the timing")
+    p.add_argument("--no-compile", action="store_true", help="skip the --compile variant")
+    p.add_argument("--iw-samples", type=int, default=5000)
+    p.add_argument("--chunk", type=int, default=100, help="importance samples per forward pass")
+    p.add_argument("--eval-examples", type=int, default=200,
+                   help="test examples scored by the eval timing (the full set takes far longer)")  # fmt: skip
+    p.add_argument("--eval-repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads for every variant [default: torch's own choice]")  # fmt: skip
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = p.parse_args()
+    quiet_lightning()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    began, load_before = time.perf_counter(), os.getloadavg()
+    train, test, what = load_data(args.data_dir, args.eval_examples)
+    tmp = Path(tempfile.mkdtemp(prefix="vae-bench-"))
+    print(f"data: {what}; {len(train)} training examples; machine: {machine()}")
+
+    variants: dict[str, Callable[[int, int, int], float]] = {
+        "hand-written loop (a)": lambda b, w, s: run_hand(train, b, w, s),
+        "hand-written loop, fused Adam": lambda b, w, s: run_hand(train, b, w, s, fused=True),
+        "vae train": lambda b, w, s: run_vae(b, w, s, tmp)[0],
+        "plain Lightning + DataLoader (b)": lambda b, w, s: run_plain(train, b, w, s, tmp),
+    }
+    if not args.no_compile:
+        variants["vae train --compile"] = lambda b, w, s: run_vae(b, w, s, tmp, compile=True)[0]
+    rates: dict[tuple[int, str], list[float]] = {}
+    names = list(variants)
+    for rep in range(args.repeats):
+        for b in args.batch_sizes:
+            steps = math.ceil(args.images / b)
+            order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate: no fixed position
+            for name in order:
+                r = variants[name](b, args.warmup, steps)
+                rates.setdefault((b, name), []).append(r)
+                print(f"repeat {rep + 1}/{args.repeats}  batch {b:4d}  {name:34s} {r:9,.0f} img/s", flush=True)
+
+    ckpt = checkpoint_for_eval(tmp)
+    eval_times: dict[str, list[float]] = {"vae eval": [], "raw forward passes": []}
+    n_eval = 0
+    for rep in range(args.eval_repeats):
+        for name in (["vae eval", "raw forward passes"] if rep % 2 == 0 else ["raw forward passes", "vae eval"]):
+            if name == "vae eval":
+                secs, n_eval = vae_eval(ckpt, args.iw_samples, args.chunk)
+            else:
+                secs, n_eval = raw_iw(ckpt, args.iw_samples, args.chunk, 512)
+            eval_times[name].append(secs)
+            print(f"eval repeat {rep + 1}/{args.eval_repeats}  {name:20s} {secs:7.2f} s", flush=True)
+
+    total = time.perf_counter() - began
+    load_after = os.getloadavg()
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Written by `make bench` (scripts/bench.py) on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "",
+        f"- machine: {machine()}",
+        f"- data: {what}",
+        f"- load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f}"
+        " — other processes on the machine slow every variant; the ratios, measured interleaved, "
+        "are the robust part",
+        f"- {args.repeats} repeats, interleaved; each run times {args.images} images after "
+        f"{args.warmup} warm-up steps; medians (min–max)",
+        f"- whole benchmark: {total:.0f} s",
+        "",
+        "## Training throughput (images/s)",
+        "",
+        "| batch | variant | median img/s | min–max | ratio to (a) |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for b in args.batch_sizes:
+        ref = statistics.median(rates[(b, names[0])])
+        for name in names:
+            xs = rates[(b, name)]
+            med = statistics.median(xs)
+            lines.append(f"| {b} | {name} | {med:,.0f} | {spread(xs)} | {med / ref:.2f} |")
+    ev, raw = statistics.median(eval_times["vae eval"]), statistics.median(eval_times["raw forward passes"])
+    work = n_eval * args.iw_samples
+    lines += [
+        "",
+        f"## Importance-weighted evaluation, K = {args.iw_samples}",
+        "",
+        f"The first {n_eval} test examples (`--eval-examples`; the full test set takes proportionally "
+        f"longer), importance samples in chunks of {args.chunk}; median of {args.eval_repeats}.",
+        "",
+        "| what | seconds | examples·samples/s | ratio to raw |",
+        "|---|---:|---:|---:|",
+        f"| `vae eval --iw-samples {args.iw_samples}` | {ev:.2f} | {work / ev:,.0f} | {ev / raw:.2f} |",
+        f"| raw batched forward passes | {raw:.2f} | {work / raw:,.0f} | 1.00 |",
+        "",
+    ]
+    table = "\n".join(lines)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
+    print()
+    print(table)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
