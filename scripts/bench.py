@@ -72,26 +72,45 @@ def load_data(data_dir: str | None, eval_examples: int) -> tuple[Tensor, Tensor,
 
 
 # ---------------------------------------------------------------------------- timing
+class Clock:
+    """Wall-clock and process CPU time together. On a shared machine the CPU time is the
+    steadier measure: other processes stretch the wall clock, far less a process's own CPU
+    seconds (with one torch thread; with more, spinning OpenMP threads count too)."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+Rate = tuple[float, float]  # (images per wall-clock second, images per CPU second)
+
+
 class StepTimer(pl.Callback):
     """Images per second over the training steps after the first `warmup`."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.steps, self.images = warmup, 0, 0
-        self.start = self.end = 0.0
+        self.clock = Clock()
+        self.elapsed = (0.0, 0.0)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if self.steps == self.warmup:
-            self.start = time.perf_counter()
+            self.clock.start()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.steps += 1
         if self.steps > self.warmup:
             b = batch[0] if isinstance(batch, list | tuple) else batch
             self.images += len(b)
-            self.end = time.perf_counter()
+            self.elapsed = self.clock.stop()
 
-    def rate(self) -> float:
-        return self.images / (self.end - self.start)
+    def rate(self) -> Rate:
+        return self.images / self.elapsed[0], self.images / self.elapsed[1]
 
 
 def hand_nets() -> tuple[nn.Module, nn.Module]:
@@ -119,17 +138,18 @@ def hand_loss(enc: nn.Module, dec: nn.Module, xb: Tensor) -> Tensor:
     return (kl - recon).mean()
 
 
-def run_hand(train: Tensor, batch: int, warmup: int, steps: int, fused: bool = False) -> float:
+def run_hand(train: Tensor, batch: int, warmup: int, steps: int, fused: bool = False) -> Rate:
     """(a): the minimal loop. Every epoch a fresh permutation; batches are index slices."""
     torch.manual_seed(0)
     enc, dec = hand_nets()
-    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3, **({"fused": True} if fused else {}))
-    done, images, start = 0, 0, 0.0
+    params = [*enc.parameters(), *dec.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-3, **({"fused": True} if fused else {}))
+    done, images, clock = 0, 0, Clock()
     while done < warmup + steps:
         perm = torch.randperm(len(train))
         for i in range(0, len(train), batch):
             if done == warmup:
-                start = time.perf_counter()
+                clock.start()
             xb = train[perm[i : i + batch]]
             loss = hand_loss(enc, dec, xb)
             opt.zero_grad(set_to_none=True)
@@ -140,7 +160,8 @@ def run_hand(train: Tensor, batch: int, warmup: int, steps: int, fused: bool = F
                 images += len(xb)
             if done == warmup + steps:
                 break
-    return images / (time.perf_counter() - start)
+    wall, cpu = clock.stop()
+    return images / wall, images / cpu
 
 
 class PlainVAE(pl.LightningModule):
@@ -159,7 +180,7 @@ class PlainVAE(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def run_plain(train: Tensor, batch: int, warmup: int, steps: int, tmp: Path) -> float:
+def run_plain(train: Tensor, batch: int, warmup: int, steps: int, tmp: Path) -> Rate:
     torch.manual_seed(0)
     timer = StepTimer(warmup)
     loader = DataLoader(TensorDataset(train), batch_size=batch, shuffle=True)
@@ -172,7 +193,7 @@ def run_plain(train: Tensor, batch: int, warmup: int, steps: int, tmp: Path) -> 
     return timer.rate()
 
 
-def run_vae(batch: int, warmup: int, steps: int, tmp: Path, compile: bool = False) -> tuple[float, Path]:
+def run_vae(batch: int, warmup: int, steps: int, tmp: Path, compile: bool = False) -> tuple[Rate, Path]:
     """(0): `vae train` in-process, exactly what the CLI's train command calls."""
     cfg = Config(
         experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
@@ -258,7 +279,7 @@ def machine() -> str:
 
 
 def spread(xs: list[float]) -> str:
-    return f"{min(xs):,.0f}–{max(xs):,.0f}"
+    return f"{min(xs):,.0f}-{max(xs):,.0f}"
 
 
 def main() -> int:
@@ -272,7 +293,7 @@ def main() -> int:
     p.add_argument("--iw-samples", type=int, default=5000)
     p.add_argument("--chunk", type=int, default=100, help="importance samples per forward pass")
     p.add_argument("--eval-examples", type=int, default=200,
-                   help="test examples scored by the eval timing (the full set takes far longer)")  # fmt: skip
+                   help="test examples the eval timing scores (the full set takes far longer)")  # fmt: skip
     p.add_argument("--eval-repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads for every variant [default: torch's own choice]")  # fmt: skip
@@ -282,11 +303,11 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     began, load_before = time.perf_counter(), os.getloadavg()
-    train, test, what = load_data(args.data_dir, args.eval_examples)
+    train, _test, what = load_data(args.data_dir, args.eval_examples)
     tmp = Path(tempfile.mkdtemp(prefix="vae-bench-"))
     print(f"data: {what}; {len(train)} training examples; machine: {machine()}")
 
-    variants: dict[str, Callable[[int, int, int], float]] = {
+    variants: dict[str, Callable[[int, int, int], Rate]] = {
         "hand-written loop (a)": lambda b, w, s: run_hand(train, b, w, s),
         "hand-written loop, fused Adam": lambda b, w, s: run_hand(train, b, w, s, fused=True),
         "vae train": lambda b, w, s: run_vae(b, w, s, tmp)[0],
@@ -294,7 +315,7 @@ def main() -> int:
     }
     if not args.no_compile:
         variants["vae train --compile"] = lambda b, w, s: run_vae(b, w, s, tmp, compile=True)[0]
-    rates: dict[tuple[int, str], list[float]] = {}
+    rates: dict[tuple[int, str], list[Rate]] = {}
     names = list(variants)
     for rep in range(args.repeats):
         for b in args.batch_sizes:
@@ -303,13 +324,15 @@ def main() -> int:
             for name in order:
                 r = variants[name](b, args.warmup, steps)
                 rates.setdefault((b, name), []).append(r)
-                print(f"repeat {rep + 1}/{args.repeats}  batch {b:4d}  {name:34s} {r:9,.0f} img/s", flush=True)
+                print(f"repeat {rep + 1}/{args.repeats}  batch {b:4d}  {name:34s} {r[0]:9,.0f} img/s"
+                      f"  ({r[1]:,.0f} per CPU s)", flush=True)  # fmt: skip
 
     ckpt = checkpoint_for_eval(tmp)
     eval_times: dict[str, list[float]] = {"vae eval": [], "raw forward passes": []}
     n_eval = 0
     for rep in range(args.eval_repeats):
-        for name in (["vae eval", "raw forward passes"] if rep % 2 == 0 else ["raw forward passes", "vae eval"]):
+        pair = ["vae eval", "raw forward passes"]
+        for name in pair if rep % 2 == 0 else pair[::-1]:
             if name == "vae eval":
                 secs, n_eval = vae_eval(ckpt, args.iw_samples, args.chunk)
             else:
@@ -319,10 +342,11 @@ def main() -> int:
 
     total = time.perf_counter() - began
     load_after = os.getloadavg()
+    now = datetime.datetime.now(datetime.timezone.utc)
     lines = [
         "# Benchmarks",
         "",
-        f"Written by `make bench` (scripts/bench.py) on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        f"Written by `make bench` (scripts/bench.py) on {now:%Y-%m-%d %H:%M} UTC.",
         "",
         f"- machine: {machine()}",
         f"- data: {what}",
@@ -330,20 +354,25 @@ def main() -> int:
         " — other processes on the machine slow every variant; the ratios, measured interleaved, "
         "are the robust part",
         f"- {args.repeats} repeats, interleaved; each run times {args.images} images after "
-        f"{args.warmup} warm-up steps; medians (min–max)",
+        f"{args.warmup} warm-up steps; medians (min-max)",
         f"- whole benchmark: {total:.0f} s",
         "",
         "## Training throughput (images/s)",
         "",
-        "| batch | variant | median img/s | min–max | ratio to (a) |",
-        "|---:|---|---:|---:|---:|",
+        "Wall clock: images per second. CPU: images per second of the process's CPU time, the "
+        "steadier measure when other processes share the cores.",
+        "",
+        "| batch | variant | img/s (wall) | min-max | ratio to (a) | img/s (CPU) | ratio to (a) |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for b in args.batch_sizes:
-        ref = statistics.median(rates[(b, names[0])])
+        ref = [statistics.median(r[i] for r in rates[(b, names[0])]) for i in (0, 1)]
         for name in names:
-            xs = rates[(b, name)]
-            med = statistics.median(xs)
-            lines.append(f"| {b} | {name} | {med:,.0f} | {spread(xs)} | {med / ref:.2f} |")
+            wall = [r[0] for r in rates[(b, name)]]
+            cpu = statistics.median(r[1] for r in rates[(b, name)])
+            med = statistics.median(wall)
+            lines.append(f"| {b} | {name} | {med:,.0f} | {spread(wall)} | {med / ref[0]:.2f} "
+                         f"| {cpu:,.0f} | {cpu / ref[1]:.2f} |")  # fmt: skip
     ev, raw = statistics.median(eval_times["vae eval"]), statistics.median(eval_times["raw forward passes"])
     work = n_eval * args.iw_samples
     lines += [

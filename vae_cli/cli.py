@@ -114,7 +114,7 @@ def train(
     num_nodes: int = typer.Option(None, help="Nodes (multi-node under torchrun or SLURM)."),
     precision: str = typer.Option(None, help="32-true, 16-mixed, bf16-mixed."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
-    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the encoder and decoder."),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
     smoke: bool = typer.Option(False, "--smoke", help="One batch of each stage; writes no files."),
 ) -> None:
     """Train a VAE; writes runs/<experiment>/version_<n>/."""

@@ -64,7 +64,7 @@ class Config:
     # where runs go
     runs_dir: str = "runs"
     # speed (issue 6)
-    compile: bool = False  # torch.compile the encoder and decoder for training
+    compile: bool = False  # torch.compile the training ELBO
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
