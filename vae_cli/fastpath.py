@@ -70,13 +70,15 @@ def log_due(trainer: pl.Trainer) -> bool:
 
 
 class ThrottledRichProgressBar(RichProgressBar):
-    """The RichProgressBar, redrawn during training at most every `interval` seconds.
+    """The RichProgressBar, updated during training at most every `interval` seconds and
+    repainted by rich's background thread 10 times a second (Lightning's default is 100, a
+    repaint of the whole bar each time, competing with training for the GIL).
 
-    The last batch of an epoch always redraws, so the bar ends on the true count.
+    The last batch of an epoch always updates, so the bar ends on the true count.
     """
 
-    def __init__(self, interval: float = 0.1, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, interval: float = 0.1, refresh_rate: int = 10, **kwargs) -> None:
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
         self.interval = interval
         self._last_draw = -float("inf")
 
