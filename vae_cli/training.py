@@ -19,7 +19,7 @@ from vae_cli import report, runs
 from vae_cli.config import Config
 from vae_cli.data import VAEDataModule, to_image
 from vae_cli.errors import VaeError
-from vae_cli.fastpath import ThrottledRichProgressBar
+from vae_cli.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
 
@@ -94,7 +94,7 @@ def fit(
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         logger=loggers,
-        callbacks=[checkpoints, ThrottledRichProgressBar(), *(callbacks or [])],
+        callbacks=[checkpoints, ThrottledRichProgressBar(), NoNvmlProbePerStep(), *(callbacks or [])],
         log_every_n_steps=cfg.log_every_n_steps,
         **trainer_args(cfg),
     )
