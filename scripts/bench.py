@@ -246,9 +246,11 @@ def checkpoint_for_eval(tmp: Path) -> Path:
 
 
 @torch.no_grad()
-def raw_iw(ckpt: Path, k: int, chunk: int, batch: int) -> tuple[float, int]:
-    """The forward passes `vae eval` needs for the IW bound, written out; returns seconds."""
+def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
+    """The forward passes `vae eval` needs for the IW bound, written out, at the batch size
+    `vae eval` uses (the run's); returns seconds and examples."""
     module = training.load_module(ckpt)
+    batch = module.cfg.batch_size
     dm = data.VAEDataModule(module.cfg)
     dm.setup("test")
     test = dm.splits["test"]
@@ -356,7 +358,7 @@ def main() -> int:
             if name == "vae eval":
                 secs, n_eval = vae_eval(ckpt, args.iw_samples, args.chunk)
             else:
-                secs, n_eval = raw_iw(ckpt, args.iw_samples, args.chunk, 512)
+                secs, n_eval = raw_iw(ckpt, args.iw_samples, args.chunk)
             eval_times[name].append(secs)
             print(f"eval repeat {rep + 1}/{args.eval_repeats}  {name:20s} {secs:7.2f} s", flush=True)
 
