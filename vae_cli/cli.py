@@ -200,7 +200,7 @@ def sample(
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
-    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})")
+    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
 
 
 # ---------------------------------------------------------------------------- experiments
