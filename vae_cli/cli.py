@@ -24,8 +24,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, evaluate and sample variational autoencoders with exact likelihoods.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
