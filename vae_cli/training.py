@@ -67,7 +67,7 @@ def fit(
     """Train; returns the run directory (None for a smoke run, which writes nothing).
 
     `callbacks` are added to the run's own (scripts/bench.py times steps with one)."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
     datamodule.setup("fit")  # fail on missing data before any file is written
