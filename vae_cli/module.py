@@ -44,7 +44,6 @@ class VAEModule(pl.LightningModule):
         self.train_epoch = fastpath.RunningMeans(TERMS)
         self.bar_metrics: dict[str, float] = {}  # the last logged window, for the progress bar
         self.train_elbo = estimators.elbo  # torch.compile'd by setup() under --compile
-        self.automatic_optimization = False  # see training_step
 
     def bpd(self, elbo: Tensor) -> Tensor:
         return estimators.bits_per_dim(-elbo, self.dims, self.bits_offset)
@@ -55,18 +54,12 @@ class VAEModule(pl.LightningModule):
             # takes the distribution objects' Python off the step (measured faster on CPU).
             self.train_elbo = torch.compile(estimators.elbo)
 
-    def training_step(self, x: Tensor, batch_idx: int) -> None:
+    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
         out = self.train_elbo(self.vae, x)
         self.train_window.update(out)
         if fastpath.log_due(self.trainer):
             self.log_window()
-        # Manual optimisation (automatic_optimization = False): the same zero_grad, backward
-        # and Adam step, without the closure and result bookkeeping Lightning wraps around
-        # them (measured ~2% of a batch-100 step). An LR scheduler would be stepped here.
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
-        self.manual_backward(-out["elbo"].mean())
-        opt.step()
+        return -out["elbo"].mean()
 
     def flush_window(self) -> tuple[Tensor, int] | None:
         taken = self.train_window.take()
