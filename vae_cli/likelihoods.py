@@ -419,8 +419,9 @@ class LogisticMixtureLikelihood(Likelihood):
         return cls(components=cfg.mixture_components)
 
     def distribution(self, params: Tensor) -> Distribution:
-        parts = torch.stack(self.split(params), dim=-1)  # (B, C, H, W, 3K)
-        logits, means, log_scales = parts.chunk(3, dim=-1)
+        b, pc, h, w = params.shape
+        parts = params.view(b, self.params_per_channel, -1, h, w).permute(0, 2, 3, 4, 1)
+        logits, means, log_scales = parts.chunk(3, dim=-1)  # each (B, C, H, W, K), views
         return image(DiscretizedLogisticMixture(logits, means, log_scales))
 
 
