@@ -145,10 +145,14 @@ def run_compare(
             rows.append(row)
             save_figure(module, out_dir / "figures" / f"{row.likelihood}.png")
         if len(datasets) > 1:
-            raise VaeError(f"the runs were trained on different datasets {sorted(datasets)}: compare like with like")
+            raise VaeError(
+                f"the runs were trained on different datasets {sorted(datasets)}: compare like with like"
+            )
     else:
         for name in likelihoods:
-            cfg = dataclasses.replace(base, likelihood=name, experiment=f"compare-{base.dataset}-{name}").validate()
+            cfg = dataclasses.replace(
+                base, likelihood=name, experiment=f"compare-{base.dataset}-{name}"
+            ).validate()
             console.rule(f"{name}")
             start = time.perf_counter()
             run_dir = fit(cfg, console=console)
