@@ -178,10 +178,11 @@ def extreme_params(lik: Likelihood) -> torch.Tensor:
     p = lik.params_per_channel
     if lik.name == "logistic-mixture":
         rows = [
-            [0.0] * K + [0.0] * K + [0.0] * K,
-            [50.0, -50.0, 0.0] + [-1.5, 0.3, 1.5] + [-7.0, -9.0, 3.0],  # beyond the edges, floor
-            [1.0, 2.0, -1.0] + [-0.999, 0.0, 0.999] + [-7.0, -7.0, -7.0],
-            [0.0, 0.0, 0.0] + [0.1, 0.5, -0.4] + [-2.0, -1.0, -3.0],
+            # K mixture logits, K means (in [-1, 1] units), K log-scales
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [50.0, -50.0, 0.0, -1.5, 0.3, 1.5, -7.0, -9.0, 3.0],  # beyond the edges, floor
+            [1.0, 2.0, -1.0, -0.999, 0.0, 0.999, -7.0, -7.0, -7.0],
+            [0.0, 0.0, 0.0, 0.1, 0.5, -0.4, -2.0, -1.0, -3.0],
         ]
         return torch.tensor(rows, dtype=torch.float64).view(len(rows), p, 1, 1)
     if lik.name == "categorical":
@@ -215,7 +216,7 @@ def test_normalised(name):
         total = torch.logsumexp(dist.log_prob(values), dim=0)
         np.testing.assert_allclose(total.numpy(), 0.0, atol=1e-10)
     elif lik.support == "binary":
-        total = [math.exp(one_pixel_log_prob(dist, 0, i)) + math.exp(one_pixel_log_prob(dist, 1, i)) for i in range(n)]
+        total = [sum(math.exp(one_pixel_log_prob(dist, v, i)) for v in (0, 1)) for i in range(n)]
         np.testing.assert_allclose(total, 1.0, atol=1e-12)
     else:
         for i in range(n):
@@ -313,7 +314,7 @@ def test_data_module_refuses_data_off_the_support(monkeypatch):
     """If the per-family transform ever produced the wrong values, setup says so."""
     monkeypatch.setattr(data, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255)
     dm = data.VAEDataModule(Config(dataset="digits", likelihood="categorical"))
-    with pytest.raises(VaeError, match="categorical scores integer values 0..255"):
+    with pytest.raises(VaeError, match=r"categorical scores integer values 0\.\.255"):
         dm.setup("test")
 
 

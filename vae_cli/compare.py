@@ -225,7 +225,7 @@ def table_cells(rows: list[Row]) -> list[list[str]]:
 
 
 def markdown(rows: list[Row], iw_samples: int, base: Config | None) -> str:
-    heads = [h.replace("IW", f"IW (K={iw_samples})") if "IW" in h else h for _, h in COLUMNS]
+    heads = [f"{h} (K={iw_samples})" if "IW" in h else h for _, h in COLUMNS]
     out = io.StringIO()
     out.write("| " + " | ".join(heads) + " |\n")
     out.write("|" + "|".join("---" if i < 2 else "---:" for i in range(len(heads))) + "|\n")

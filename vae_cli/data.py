@@ -16,6 +16,7 @@ a checkpoint scores exactly the same data.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import math
@@ -67,6 +68,7 @@ def load_digits(data_dir: Path) -> Splits:
 
 
 @register("shapes32", (3, 32, 32), 250, "synthetic 32x32 RGB coloured shapes, fixed seed (for tests)")
+@functools.lru_cache(maxsize=1)  # deterministic and read-only downstream: draw it once per process
 def load_shapes32(data_dir: Path) -> Splits:
     """Test-only synthetic data, drawn procedurally (no files): 2500 + 500 RGB images of
     one or two filled discs or rectangles in random colours on a random dark background."""
