@@ -170,26 +170,24 @@ def run_compare(
 
 
 def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0) -> Path:
-    """The mean grid beside the stochastic grid, both decoded from the same 64 prior draws."""
-    import matplotlib
+    """The mean grid beside the stochastic grid, both decoded from the same n prior draws.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    A plain image (left: E[x|z], right: x ~ p(x|z)), greyscale for one-channel data, so
+    that a figure of noisy samples stays small enough to keep in docs/.
+    """
+    from PIL import Image
     from torchvision.utils import make_grid
 
     from vae_cli.training import sample_images
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.5), dpi=100)
-    for ax, stochastic, title in ((axes[0], False, "mean E[x|z]"), (axes[1], True, "sample x ~ p(x|z)")):
-        grid = make_grid(sample_images(module, n, stochastic, seed=seed), nrow=8, padding=1, pad_value=1.0)
-        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
-    fig.suptitle(module.cfg.likelihood, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    grids = [make_grid(sample_images(module, n, s, seed=seed), nrow=8, padding=1, pad_value=1.0)
+             for s in (False, True)]  # fmt: skip
+    gap = torch.ones(grids[0].shape[0], grids[0].shape[1], 8)
+    both = torch.cat([grids[0], gap, grids[1]], dim=2).mul(255).round().to(torch.uint8)
+    array = both.permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[..., 0] if module.shape[0] == 1 else array)
+    image.save(path, optimize=True)
     return path
 
 
