@@ -95,7 +95,7 @@ def train(
     ctx: typer.Context,
     experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment in experiments.yaml."),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
-    likelihood: str = typer.Option(None, help="Decoder likelihood p(x|z), e.g. bernoulli, gaussian."),
+    likelihood: str = typer.Option(None, help="Decoder likelihood p(x|z); see docs/likelihoods.md."),
     dataset: str = typer.Option(None, help="digits, mnist, fashion-mnist, binarized-mnist, cifar10."),
     data_dir: str = typer.Option(None, help="Dataset root [default: ./data]."),
     binarize: str = typer.Option(None, help="bernoulli targets: dynamic | static | none."),
