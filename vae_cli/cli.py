@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vae_cli import config as config_mod
 from vae_cli import report, runs
@@ -24,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, evaluate and sample variational autoencoders with exact likelihoods.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +43,7 @@ def friendly(fn: F) -> F:
         except VaeError as e:
             if debug:
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -201,7 +202,7 @@ def sample(
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
-    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})")
+    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
 
 
 # ---------------------------------------------------------------------------- reconstruct

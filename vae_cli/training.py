@@ -59,7 +59,7 @@ def make_loggers(cfg: Config) -> tuple[list[Logger], Path]:
 
 def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Path | None:
     """Train; returns the run directory (None for a smoke run, which writes nothing)."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
     datamodule.setup("fit")  # fail on missing data before any file is written

@@ -1,0 +1,112 @@
+"""`vae` end to end on the offline digits data: train, eval, sample, experiments, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import run_vae
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short quickstart run in a fresh folder, shared by the tests below."""
+    cwd = tmp_path_factory.mktemp("work")
+    result = run_vae("train", "--experiment", "quickstart", "--max-steps", "60", "--epochs", "3", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd
+
+
+def run_dir(cwd: Path) -> Path:
+    (path,) = (cwd / "runs" / "quickstart").glob("version_*")
+    return path
+
+
+def test_train_writes_a_complete_run_directory(trained: Path):
+    d = run_dir(trained)
+    for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "samples-mean.png", "samples-stochastic.png", "elbo.png"):  # fmt: skip
+        assert (d / name).is_file(), name
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    assert cfg["experiment"] == "quickstart" and cfg["max_steps"] == 60  # flag beat the experiment
+    assert cfg["latent_dim"] == 8  # from the experiment
+
+
+def test_eval_writes_eval_json_with_iw_bound_above_elbo(trained: Path):
+    result = run_vae("eval", "--iw-samples", "50", cwd=trained)
+    assert result.returncode == 0, result.stderr
+    ev = json.loads((run_dir(trained) / "eval.json").read_text())
+    assert ev["n_examples"] == 360 and ev["iw_samples"] == 50
+    assert ev["iw"] > ev["elbo"]  # the IW bound is the tighter one, on the same examples
+    assert abs(ev["elbo"] - (ev["recon"] - ev["kl"])) < 1e-3
+    assert abs(ev["bpd_elbo"] - (-ev["elbo"] / (64 * np.log(2)))) < 1e-4  # binary data: no offset
+    assert "binarised once" in ev["data_protocol"]
+
+
+def read_png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float64) / 255
+
+
+def cells(img: np.ndarray, side: int = 8, n: int = 64, pad: int = 2) -> np.ndarray:
+    """The pixel values inside the grid cells (without torchvision's padding)."""
+    per_row = int(np.ceil(np.sqrt(n)))
+    at = [pad + i * (side + pad) for i in range(per_row)]
+    return np.stack([img[r : r + side, c : c + side] for r in at for c in at])
+
+
+def test_sample_mean_vs_stochastic_for_bernoulli(trained: Path):
+    mean = run_vae("sample", "--n", "64", "--out", "mean.png", cwd=trained)
+    stoch = run_vae("sample", "--n", "64", "--stochastic", cwd=trained)  # default path in the run dir
+    assert mean.returncode == 0 and stoch.returncode == 0, mean.stderr + stoch.stderr
+    assert "samples-stochastic.png" in stoch.stdout and "x ~ p(x|z)" in stoch.stdout
+    assert "E[x|z]" in mean.stdout
+    side = 8 * (8 + 2) + 2  # 8x8 grid of 8x8 digits with 2-pixel padding
+    m, s = read_png(trained / "mean.png"), read_png(run_dir(trained) / "samples-stochastic.png")
+    assert m.shape == s.shape == (side, side)
+    s_cells, m_cells = cells(s), cells(m)
+    assert set(np.unique(s_cells)) <= {0.0, 1.0}, "x ~ Bernoulli: every pixel exactly 0 or 1"
+    assert ((m_cells > 0.02) & (m_cells < 0.98)).mean() > 0.2, "E[x|z] = sigmoid(logits): grey levels"
+
+
+def test_sample_n_sets_grid_size(trained: Path):
+    r = run_vae("sample", "--n", "9", "--out", "nine.png", cwd=trained)
+    assert r.returncode == 0, r.stderr
+    assert read_png(trained / "nine.png").shape == (3 * 10 + 2, 3 * 10 + 2)
+
+
+def test_unknown_experiment_is_a_clean_error(cli):
+    result = cli("train", "--experiment", "quickstrat")
+    assert result.exit_code == 2
+    assert 'unknown experiment "quickstrat" (did you mean "quickstart"?)' in result.output
+    assert "Traceback" not in result.output
+
+
+def test_flag_overrides_reach_the_run(cli, tmp_path: Path):
+    result = cli("train", "--experiment", "quickstart", "--likelihood", "gaussian", "--sigma", "0.2",
+                 "--max-steps", "5", "--epochs", "1", "--latent-dim", "3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (cfg_path,) = tmp_path.glob("runs/quickstart/version_*/config.yaml")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    assert (cfg["likelihood"], cfg["sigma"], cfg["latent_dim"]) == ("gaussian", 0.2, 3)
+
+
+def test_smoke_keeps_no_files(cli, tmp_path: Path):
+    result = cli("train", "--experiment", "quickstart", "--smoke")
+    assert result.exit_code == 0, result.output
+    assert "smoke ok" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_experiments_lists_names(cli):
+    result = cli("experiments")
+    assert result.exit_code == 0
+    assert "quickstart" in result.output and "mnist-bernoulli" in result.output
+
+
+def test_sample_without_any_run_is_a_clean_error(cli):
+    result = cli("sample", "--n", "4")
+    assert result.exit_code == 2 and "no trained run found" in result.output
