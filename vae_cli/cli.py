@@ -235,7 +235,10 @@ def reconstruct(
     path = out_file or default_path(run_dir, stochastic)
     report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
     kind = "x' ~ p(x|z)" if stochastic else "E[x|z]"
-    out.print(f"wrote {path} ({len(x)} {split} inputs above {kind}, likelihood {module.cfg.likelihood})")
+    out.print(
+        f"wrote {path} ({len(x)} {split} inputs above {kind}, likelihood {module.cfg.likelihood})",
+        markup=False,
+    )
 
 
 # ---------------------------------------------------------------------------- compare

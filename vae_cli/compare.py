@@ -164,8 +164,8 @@ def run_compare(
     write_report(rows, out_dir, iw_samples, base if not existing else None)
     console.print(rich_table(rows, iw_samples))
     for name in ("results.md", "results.csv", "results.json"):
-        console.print(f"wrote {out_dir / name}")
-    console.print(f"wrote {len(rows)} figures under {out_dir / 'figures'}")
+        console.print(f"wrote {out_dir / name}", markup=False)
+    console.print(f"wrote {len(rows)} figures under {out_dir / 'figures'}", markup=False)
     return rows
 
 
