@@ -250,7 +250,7 @@ def test_sample_mean_matches_mean(name):
     assert torch.all((emp - dist.mean).abs() <= 5 * sem + 1e-9), (emp.flatten(), dist.mean.flatten())
 
 
-@pytest.mark.parametrize("logit", [-16.0, -10.0, 0.005, 3.0, 12.0, 16.0])
+@pytest.mark.parametrize("logit", [-20.0, -16.0, -10.0, 0.005, 3.0, 12.0, 16.0, 20.0])
 def test_continuous_bernoulli_float32_saturated_logits(logit):
     """float32, as in training: the normaliser stays right where sigmoid(logit) rounds to 1."""
     lik = make("continuous-bernoulli", torch.float32)

@@ -190,9 +190,9 @@ class ContinuousBernoulliLikelihood(Likelihood):
 class StableContinuousBernoulli(ContinuousBernoulli):
     """torch's ContinuousBernoulli with the log-normaliser computed from the logit.
 
-    torch forms C(lambda) from probs = sigmoid(logit), and 1 - lambda loses all precision
-    once the logit saturates (float32: |logit| > ~10, which decoders reach on a black
-    background); the density then integrates to 1 +- a few percent. With lambda = sigmoid(l),
+    torch forms C(lambda) from probs = sigmoid(logit), and 1 - lambda loses its precision
+    as the logit saturates, which decoders do on a black background: in float32 torch's
+    density integrates to 0.9993 at logit 12, 0.996 at 16 and 0.80 at 20. With lambda = sigmoid(l),
     C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda) = l / tanh(l / 2), exact from l itself, with
     the Taylor series 2 + l^2/6 - l^4/360 near l = 0 where both sides vanish.
     """
