@@ -202,7 +202,7 @@ def extreme_params(lik: Likelihood) -> torch.Tensor:
 
 def one_pixel_log_prob(dist, value: float, row: int) -> float:
     x = torch.full((dist.batch_shape[0], 1, 1, 1), value, dtype=torch.float64)
-    return float(dist.log_prob(x)[row])
+    return float(dist.log_prob(x)[row].detach())
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -223,7 +223,7 @@ def test_normalised(name):
             if isinstance(dist.base_dist, ContinuousBernoulli):
                 lo, hi, points = 0.0, 1.0, [1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
             else:  # a density on the real line: all but e^-60 of its mass within 60 sd
-                mean, sd = float(dist.mean[i].flatten()[0]), float(dist.stddev[i].flatten()[0])
+                mean, sd = float(dist.mean[i].flatten()[0]), float(dist.stddev[i].flatten()[0].detach())
                 lo, hi, points = mean - 60 * sd, mean + 60 * sd, [mean - sd, mean, mean + sd]
             total, err = integrate.quad(
                 lambda v, i=i: math.exp(one_pixel_log_prob(dist, v, i)), lo, hi,
