@@ -31,7 +31,7 @@ class VAE(nn.Module):
     # Densities are built from float32 parameters even under autocast: log-likelihoods and
     # KL summed over hundreds of dimensions lose nats in half precision.
     def posterior(self, x: Tensor) -> Independent:
-        mu, logvar = self.encoder(x).float().chunk(2, dim=-1)
+        mu, logvar = self.encoder(self.likelihood.encoder_input(x)).float().chunk(2, dim=-1)
         return Independent(Normal(mu, (0.5 * logvar).exp(), validate_args=False), 1)
 
     def prior(self, like: Tensor) -> Independent:
