@@ -33,6 +33,11 @@ data-copy:
 smoke: install data-copy
 	$(PY) scripts/smoke.py --data-dir $(DATA_COPY)
 
+# Throughput of `vae train` against a hand-written loop and plain Lightning, and of IW eval;
+# writes docs/benchmarks.md. Not part of `make test`: ~5-10 minutes on 2 CPU cores.
+bench: install data-copy
+	$(PY) scripts/bench.py $$([ -d $(DATA_COPY)/MNIST ] && echo --data-dir $(DATA_COPY)) $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check vae_cli tests scripts
 	$(VENV)/bin/ruff format --check vae_cli tests scripts

@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("--data-dir", default=None, help="dataset root (a copy of shared/data)")
     args = parser.parse_args()
     quiet_lightning()
-    console = Console()
+    console = Console(soft_wrap=True)
     exps = config.Experiments.load()
     ran, missing, failed = [], [], []
     for name in exps.named:

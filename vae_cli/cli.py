@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vae_cli import config as config_mod
 from vae_cli import report, runs
@@ -24,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, evaluate and sample variational autoencoders with exact likelihoods.",
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,7 +43,7 @@ def friendly(fn: F) -> F:
         except VaeError as e:
             if debug:
                 raise
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -106,11 +107,12 @@ def train(
     ctx: typer.Context,
     experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment in experiments.yaml."),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
-    likelihood: str = typer.Option(None, help="Decoder likelihood p(x|z), e.g. bernoulli, gaussian."),
+    likelihood: str = typer.Option(None, help="Decoder likelihood p(x|z); see docs/likelihoods.md."),
     dataset: str = typer.Option(None, help="digits, mnist, fashion-mnist, binarized-mnist, cifar10."),
     data_dir: str = typer.Option(None, help="Dataset root [default: ./data]."),
     binarize: str = typer.Option(None, help="bernoulli targets: dynamic | static | none."),
     sigma: float = typer.Option(None, help="Fixed sigma of the gaussian likelihood (data in [0,1])."),
+    mixture_components: int = typer.Option(None, help="Logistics per value in logistic-mixture."),
     latent_dim: int = typer.Option(None, help="Latent dimensions."),
     hidden_dim: int = typer.Option(None, help="Hidden units per layer."),
     arch: str = typer.Option(None, help="mlp | conv."),
@@ -125,6 +127,7 @@ def train(
     num_nodes: int = typer.Option(None, help="Nodes (multi-node under torchrun or SLURM)."),
     precision: str = typer.Option(None, help="32-true, 16-mixed, bf16-mixed."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
+    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
     smoke: bool = typer.Option(False, "--smoke", help="One batch of each stage; writes no files."),
 ) -> None:
     """Train a VAE; writes runs/<experiment>/version_<n>/."""
@@ -241,7 +244,89 @@ def sample(
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
-    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})")
+    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
+
+
+# ---------------------------------------------------------------------------- reconstruct
+@app.command()
+@friendly
+def reconstruct(
+    ctx: typer.Context,
+    run: Path = RUN_ARG,
+    n: int = typer.Option(32, "--n", help="Number of inputs (the first N of the split)."),
+    stochastic: bool = typer.Option(
+        False, "--stochastic", help="Draw x' ~ p(x|z) instead of showing E[x|z]."
+    ),
+    split: str = typer.Option("test", help="test | val."),
+    seed: int = typer.Option(0, help="Seed of the x' draws (--stochastic)."),
+    data_dir: str = typer.Option(None, help="Dataset root [default: the run's]."),
+    out_file: Path = typer.Option(
+        None, "--out", help="PNG path [default: RUN/reconstructions-{mean,stochastic}.png]."
+    ),
+    runs_dir: Path = RUNS_DIR,
+) -> None:
+    """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
+    if n < 1:
+        raise VaeError(f"--n must be >= 1, got {n}")
+    from vae_cli.reconstruct import default_path, eval_examples, reconstruct_images
+    from vae_cli.training import load_module
+
+    ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
+    module = load_module(ckpt)
+    x = eval_examples(module, n, split, {"data_dir": data_dir} if data_dir else None)
+    path = out_file or default_path(run_dir, stochastic)
+    report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
+    kind = "x' ~ p(x|z)" if stochastic else "E[x|z]"
+    out.print(
+        f"wrote {path} ({len(x)} {split} inputs above {kind}, likelihood {module.cfg.likelihood})",
+        markup=False,
+    )
+
+
+# ---------------------------------------------------------------------------- compare
+@app.command()
+@friendly
+def compare(
+    ctx: typer.Context,
+    experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment as the base config."),
+    config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
+    likelihoods: str = typer.Option(
+        None, help="Comma-separated families [default: all that apply to the dataset]."
+    ),
+    run: list[Path] = typer.Option(
+        None, "--run", help="Compare these existing run directories instead of training (repeatable)."
+    ),
+    dataset: str = typer.Option(None, help="digits, mnist, fashion-mnist, cifar10, shapes32, ..."),
+    data_dir: str = typer.Option(None, help="Dataset root [default: ./data]."),
+    arch: str = typer.Option(None, help="mlp | conv."),
+    latent_dim: int = typer.Option(None, help="Latent dimensions."),
+    hidden_dim: int = typer.Option(None, help="Hidden units per layer."),
+    epochs: int = typer.Option(None, help="Training epochs per likelihood."),
+    max_steps: int = typer.Option(None, help="Stop each training run after this many steps."),
+    batch_size: int = typer.Option(None, help="Examples per batch."),
+    lr: float = typer.Option(None, help="Adam learning rate."),
+    seed: int = typer.Option(None, help="Random seed (the same for every likelihood)."),
+    sigma: float = typer.Option(None, help="gaussian sigma / laplace scale / learned-scale init."),
+    mixture_components: int = typer.Option(None, help="logistic-mixture components."),
+    accelerator: str = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu, ..."),
+    iw_samples: int = typer.Option(100, "--iw-samples", "-k", help="Importance samples K (0: skip)."),
+    out_dir: Path = typer.Option(None, "--out", help="Report directory [default: RUNS/compare-DATASET]."),
+    runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
+) -> None:
+    """Train one model under several likelihoods; write a table (md, csv) and figures."""
+    skip = ("ctx", "experiment", "config_file", "likelihoods", "run", "iw_samples", "out_dir")
+    overrides = {k: v for k, v in locals().items() if k not in skip and k != "skip"}
+    if iw_samples < 0:
+        raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
+    from vae_cli.compare import parse_likelihoods, run_compare
+
+    cfg = config_mod.resolve(experiment, config_file, overrides)
+    names = parse_likelihoods(likelihoods, cfg.dataset)
+    if run and likelihoods:
+        raise VaeError("pass either --run (existing runs) or --likelihoods (train new ones), not both")
+    target = out_dir or Path(cfg.runs_dir) / f"compare-{cfg.dataset}"
+    run_compare(cfg, names, target, iw_samples, existing=list(run) if run else None,
+                data_dir=data_dir, console=out)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- experiments

@@ -49,6 +49,7 @@ class Config:
     hidden_dim: int = 200
     likelihood: str = "bernoulli"
     sigma: float = 0.1  # fixed sigma of `gaussian`; see docs/likelihoods.md for why not 1.0
+    mixture_components: int = 5  # logistic-mixture: logistics per channel value
     # optimisation
     epochs: int = 10
     max_steps: int = -1  # -1: no step limit
@@ -63,6 +64,8 @@ class Config:
     log_every_n_steps: int = 50
     # where runs go
     runs_dir: str = "runs"
+    # speed (issue 6)
+    compile: bool = False  # torch.compile the training ELBO
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
@@ -77,7 +80,8 @@ class Config:
         _choice("precision", str(self.precision), PRECISIONS)
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("accelerator", self.accelerator, ACCELERATORS)
-        for name in ("batch_size", "latent_dim", "hidden_dim", "num_nodes", "log_every_n_steps"):
+        for name in ("batch_size", "latent_dim", "hidden_dim", "num_nodes", "log_every_n_steps",
+                     "mixture_components"):  # fmt: skip
             _at_least(name, getattr(self, name), 1)
         _at_least("epochs", self.epochs, 0)
         if self.devices == 0 or self.devices < -1:

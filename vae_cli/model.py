@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
@@ -10,6 +9,7 @@ from vae_cli import likelihoods, networks
 from vae_cli.config import Config
 from vae_cli.likelihoods import Likelihood
 from vae_cli.networks import Shape
+from vae_cli.priors import StandardNormal
 
 
 class VAE(nn.Module):
@@ -31,12 +31,11 @@ class VAE(nn.Module):
     # Densities are built from float32 parameters even under autocast: log-likelihoods and
     # KL summed over hundreds of dimensions lose nats in half precision.
     def posterior(self, x: Tensor) -> Independent:
-        mu, logvar = self.encoder(x).float().chunk(2, dim=-1)
+        mu, logvar = self.encoder(self.likelihood.encoder_input(x)).float().chunk(2, dim=-1)
         return Independent(Normal(mu, (0.5 * logvar).exp(), validate_args=False), 1)
 
     def prior(self, like: Tensor) -> Independent:
-        zeros = torch.zeros(self.latent_dim, device=like.device, dtype=torch.float32)
-        return Independent(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1)
+        return Independent(StandardNormal.of(self.latent_dim, like.device), 1)
 
     def conditional(self, z: Tensor) -> Distribution:
         """p(x|z) for z of shape (N, latent)."""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, SumMetric
 
-from vae_cli import estimators
+from vae_cli import estimators, fastpath
 from vae_cli.config import Config, from_dict
 from vae_cli.data import DATASETS, bits_offset, eval_batch_index
 from vae_cli.distributed import eval_noise
@@ -41,21 +41,65 @@ class VAEModule(pl.LightningModule):
              for t in ("n", *TERMS, "iw") for sq in ("", "_sq")}
         )  # fmt: skip
         self.test_results: dict[str, float] = {}
+        # Training means accumulate on the device; logged every log_every_n_steps and per epoch.
+        self.train_window = fastpath.RunningMeans(TERMS)
+        self.train_epoch = fastpath.RunningMeans(TERMS)
+        self.bar_metrics: dict[str, float] = {}  # the last logged window, for the progress bar
+        self.train_elbo = estimators.elbo  # torch.compile'd by setup() under --compile
 
     def bpd(self, elbo: Tensor) -> Tensor:
         return estimators.bits_per_dim(-elbo, self.dims, self.bits_offset)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.cfg.compile:
+            # The whole ELBO rather than only the nets: it also fuses the density terms and
+            # takes the distribution objects' Python off the step (measured faster on CPU).
+            self.train_elbo = torch.compile(estimators.elbo)
+
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        out = estimators.elbo(self.vae, x)
-        loss = -out["elbo"].mean()
-        n = x.shape[0]
-        for t in TERMS:
-            self.log(f"train/{t}", out[t].mean(), on_step=True, on_epoch=True, batch_size=n,
-                     prog_bar=t == "elbo")  # fmt: skip
-        self.log("train/bpd", self.bpd(out["elbo"]).mean(), on_epoch=True, batch_size=n)
-        for name, value in self.vae.likelihood.extra_metrics().items():
-            self.log(f"train/{name}", value, batch_size=n)
-        return loss
+        out = self.train_elbo(self.vae, x)
+        self.train_window.update(out)
+        if fastpath.log_due(self.trainer):
+            self.log_window()
+        return -out["elbo"].mean()
+
+    def flush_window(self) -> tuple[Tensor, int] | None:
+        taken = self.train_window.take()
+        if taken is not None:
+            self.train_epoch.add(*taken)
+        return taken
+
+    def log_window(self) -> None:
+        """train/{elbo,recon,kl,bpd}_step: this rank's means over the examples since the last
+        log, written straight to the loggers. Not self.log: every metric it registers is
+        revisited by Lightning on every later step, which costs more than the step's maths."""
+        taken = self.flush_window()
+        if taken is None:
+            return
+        metrics = self.train_means(*taken, "step")
+        metrics.update({f"train/{k}": v for k, v in self.vae.likelihood.extra_metrics().items()})
+        scalars = {k: float(v) for k, v in metrics.items()}  # the one host sync per window
+        self.bar_metrics = {"train/elbo": scalars["train/elbo_step"]}
+        for logger in self.loggers:
+            logger.log_metrics({**scalars, "epoch": self.current_epoch}, step=self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        self.flush_window()
+        taken = self.train_epoch.take()
+        if taken is None:
+            return
+        # Sums and counts are added across ranks, never means averaged: exact for any shards.
+        reduce = self.trainer.strategy.reduce
+        sums = reduce(taken[0], reduce_op="sum")
+        count = reduce(torch.tensor(float(taken[1]), device=sums.device), reduce_op="sum")
+        for name, value in self.train_means(sums, count, "epoch").items():
+            self.log(name, value, on_epoch=True, batch_size=1, prog_bar=name == "train/elbo_epoch")
+
+    def train_means(self, sums: Tensor, count: int | Tensor, suffix: str) -> dict[str, Tensor]:
+        """bpd is affine in the ELBO, so its mean is the bpd of the mean ELBO."""
+        means = self.train_window.means(sums, count)
+        means["bpd"] = self.bpd(means["elbo"])
+        return {f"train/{name}_{suffix}": value for name, value in means.items()}
 
     def eval_noise(self, batch_idx: int):
         """Same z draws for the same examples whatever the world size (docs/scaling.md)."""
@@ -111,4 +155,6 @@ class VAEModule(pl.LightningModule):
             metric.reset()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        params = list(self.parameters())
+        fused = fastpath.fused_adam_ok(params, self.cfg.strategy)
+        return torch.optim.Adam(params, lr=self.cfg.lr, fused=fused)

@@ -20,6 +20,7 @@ from vae_cli.config import Config
 from vae_cli.data import VAEDataModule, to_image
 from vae_cli.distributed import RankSeed, ToMainProcess
 from vae_cli.errors import VaeError
+from vae_cli.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
 
@@ -73,9 +74,16 @@ def make_loggers(cfg: Config) -> tuple[list[Logger], Path]:
     return loggers, Path(csv.log_dir)
 
 
-def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Path | None:
-    """Train; returns the run directory (None for a smoke run, which writes nothing)."""
-    console = console or Console()
+def fit(
+    cfg: Config,
+    smoke: bool = False,
+    console: Console | None = None,
+    callbacks: list[pl.Callback] | None = None,
+) -> Path | None:
+    """Train; returns the run directory (None for a smoke run, which writes nothing).
+
+    `callbacks` are added to the run's own (scripts/bench.py times steps with one)."""
+    console = console or Console(soft_wrap=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
     datamodule.setup("fit")  # fail on missing data before any file is written
@@ -105,7 +113,14 @@ def fit(cfg: Config, smoke: bool = False, console: Console | None = None) -> Pat
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         logger=loggers,
-        callbacks=[checkpoints, RichProgressBar(), RankSeed(cfg.seed), ToMainProcess()],
+        callbacks=[
+            checkpoints,
+            ThrottledRichProgressBar(),
+            NoNvmlProbePerStep(),
+            RankSeed(cfg.seed),
+            ToMainProcess(),
+            *(callbacks or []),
+        ],
         log_every_n_steps=cfg.log_every_n_steps,
     )
     if trainer.is_global_zero:

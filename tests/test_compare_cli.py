@@ -1,0 +1,96 @@
+"""`vae train --likelihood L` for every family (8x8 grey and 32x32 RGB), `vae reconstruct`,
+`vae compare` on the offline digits with a few steps."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vae_cli.compare import active_units
+from vae_cli.likelihoods import LIKELIHOODS
+from vae_cli.reconstruct import interleave
+
+TINY = ("--hidden-dim", "16", "--latent-dim", "4", "--batch-size", "8", "--accelerator", "cpu")
+
+
+@pytest.mark.parametrize("name", sorted(LIKELIHOODS))
+@pytest.mark.parametrize("dataset,arch", [("digits", "mlp"), ("shapes32", "conv")])
+def test_train_smoke_every_family(cli, name, dataset, arch):
+    result = cli("train", "--dataset", dataset, "--arch", arch, "--likelihood", name, "--smoke", *TINY)
+    assert result.exit_code == 0, result.output
+    assert f"smoke ok: default ({dataset}, {name}, {arch})" in result.output
+    elbo = float(result.output.split("test ELBO ")[1].split()[0])
+    assert math.isfinite(elbo)
+
+
+def test_bad_likelihood_is_one_line_error(cli):
+    result = cli("compare", "--dataset", "digits", "--likelihoods", "gaussian,categorcal")
+    assert result.exit_code == 2
+    assert 'unknown likelihood "categorcal" (did you mean "categorical"?)' in result.output
+
+
+def test_active_units_counts_dimensions_with_varying_posterior_means():
+    gen = torch.Generator().manual_seed(0)
+    means = torch.randn(2000, 4, generator=gen) * torch.tensor([1.0, 0.2, 0.05, 0.0])
+    # variances ~1, 0.04, 0.0025, 0: two of them above the 0.01 threshold
+    assert active_units(means) == 2
+
+
+def test_interleave_puts_inputs_above_reconstructions():
+    inputs, recons = torch.zeros(10, 1, 2, 2), torch.ones(10, 1, 2, 2) * 0.5
+    grid = interleave(inputs, recons, per_row=8)
+    assert grid.shape == (32, 1, 2, 2)  # 2 chunks x (8 inputs + 8 recons), padded
+    assert (grid[:8] == 0).all() and (grid[8:16] == 0.5).all()
+    assert (grid[16:18] == 0).all() and (grid[18:24] == 1).all()  # blank cells after input 10
+    assert (grid[24:26] == 0.5).all()
+
+
+def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
+    names = ["bernoulli", "gaussian", "categorical"]
+    result = cli(
+        "compare", "--dataset", "digits", "--likelihoods", ",".join(names), "--max-steps", "5",
+        "--latent-dim", "4", "--hidden-dim", "32", "--iw-samples", "3", "--out", "report",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = tmp_path / "report"
+    rows = list(csv.DictReader((report / "results.csv").open()))
+    assert [r["likelihood"] for r in rows] == names
+    dims = 64  # 8x8 digits
+    for r in rows:
+        elbo, iw = float(r["elbo"]), -float(r["iw_nll"])
+        # bits/dim recomputed here: nats -> bits, plus log2(256) for densities on [0, 1]
+        offset = 8.0 if r["likelihood"] == "gaussian" else 0.0
+        assert float(r["bpd_elbo"]) == pytest.approx(-elbo / (dims * math.log(2)) + offset, rel=1e-6)
+        assert float(r["bpd_iw"]) == pytest.approx(-iw / (dims * math.log(2)) + offset, rel=1e-6)
+        assert float(r["recon"]) - float(r["kl"]) == pytest.approx(elbo, abs=1e-3)
+        assert 0 <= int(r["active_units"]) <= 4 and float(r["train_wall_s"]) > 0
+        assert (report / "figures" / f"{r['likelihood']}.png").stat().st_size > 0
+    md = (report / "results.md").read_text()
+    assert md.count("\n| ") == len(names) and "not comparable" in md  # one line per family
+    # the same runs again, by directory, without training: identical test numbers
+    runs_args = [a for r in rows for a in ("--run", r["run_dir"])]
+    again = cli("compare", *runs_args, "--iw-samples", "3", "--out", "report2")
+    assert again.exit_code == 0, again.output
+    rows2 = list(csv.DictReader((tmp_path / "report2" / "results.csv").open()))
+    for a, b in zip(rows, rows2, strict=True):
+        assert (a["likelihood"], a["elbo"], a["iw_nll"]) == (b["likelihood"], b["elbo"], b["iw_nll"])
+        assert b["train_wall_s"] == ""
+
+    # reconstruct from one of those runs: 10 inputs -> 2 x (input row, reconstruction row)
+    run_dir = rows[1]["run_dir"]
+    for flag, name in (("", "reconstructions-mean.png"), ("--stochastic", "reconstructions-stochastic.png")):
+        res = cli("reconstruct", run_dir, "--n", "10", *([flag] if flag else []))
+        assert res.exit_code == 0, res.output
+        assert name in res.output
+        w, h = Image.open(Path(run_dir) / name).size
+        assert (w, h) == (8 * 10 + 2, 4 * 10 + 2)  # 8x8 cells, 2-pixel padding
+    mean = torch.tensor(list(Image.open(Path(run_dir) / "reconstructions-mean.png").getdata()))
+    noisy = torch.tensor(list(Image.open(Path(run_dir) / "reconstructions-stochastic.png").getdata()))
+    assert not torch.equal(mean, noisy)
+    bad = cli("reconstruct", run_dir, "--n", "0")
+    assert bad.exit_code == 2 and "--n must be >= 1" in bad.output

@@ -1,0 +1,326 @@
+"""Every registered likelihood family against independent references.
+
+Each test is parametrised over the registry, and each family must have an entry in
+REFERENCES (an independent float64 log-density written with numpy/scipy, not torch), so a
+new family without its reference fails here rather than going untested.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, special, stats
+from torch.distributions import ContinuousBernoulli
+
+from vae_cli import data
+from vae_cli.config import Config
+from vae_cli.errors import VaeError
+from vae_cli.likelihoods import LIKELIHOODS, LOG_SIGMA_FLOOR, Likelihood
+
+FAMILIES = sorted(LIKELIHOODS)
+K = 3  # mixture components in these tests
+
+
+def make(name: str, dtype=torch.float64) -> Likelihood:
+    lik = LIKELIHOODS[name].from_config(Config(likelihood=name, sigma=0.1, mixture_components=K))
+    lik = lik.to(dtype).eval()
+    # move learned scales off their initial value so a wrong scale cannot pass by accident
+    with torch.no_grad():
+        if hasattr(lik, "log_sigma"):
+            lik.log_sigma.fill_(math.log(0.2))
+        if hasattr(lik, "log_scale"):
+            lik.log_scale.fill_(math.log(0.07))
+        if hasattr(lik, "running_var"):
+            lik.running_var.fill_(0.05**2)
+    return lik
+
+
+def random_params(lik: Likelihood, b: int, c: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """Moderate decoder outputs of the right layout, (B, P*C, H, W)."""
+    p = lik.params_per_channel
+    params = torch.randn(b, p, c, h, w, generator=gen, dtype=torch.float64) * 2
+    if lik.support == "unit" and not isinstance(lik.distribution(params[:, :1].flatten(1, 2)).base_dist,
+                                                 ContinuousBernoulli):  # fmt: skip
+        params[:, 0] = torch.rand(b, c, h, w, generator=gen, dtype=torch.float64)  # means in [0, 1]
+    if lik.name == "gaussian-pixel":
+        params[:, 1] = params[:, 1] - 2  # log-sigma around e^-2
+    if lik.name == "logistic-mixture":
+        params[:, K : 2 * K] = torch.rand(b, K, c, h, w, generator=gen, dtype=torch.float64) * 2 - 1
+        params[:, 2 * K :] = torch.rand(b, K, c, h, w, generator=gen, dtype=torch.float64) * -4
+    return params.flatten(1, 2)
+
+
+def random_data(support: str, shape, gen: torch.Generator) -> torch.Tensor:
+    if support == "binary":
+        return torch.randint(0, 2, shape, generator=gen).double()
+    if support == "unit":
+        return torch.rand(shape, generator=gen, dtype=torch.float64)
+    return torch.randint(0, 256, shape, generator=gen).double()
+
+
+def groups(params: torch.Tensor, lik: Likelihood) -> np.ndarray:
+    """(B, P*C, H, W) -> numpy (P, B, C, H, W): the documented channel layout."""
+    b, pc, h, w = params.shape
+    p = lik.params_per_channel
+    return params.view(b, p, pc // p, h, w).transpose(0, 1).detach().numpy()
+
+
+# --------------------------------------------------------------------------- references
+def ref_bernoulli(lik, g, x):
+    return x * special.log_expit(g[0]) + (1 - x) * special.log_expit(-g[0])
+
+
+def ref_continuous_bernoulli(lik, g, x):
+    lam = special.expit(g[0])
+    # C(lam) = 2 artanh(1 - 2 lam) / (1 - 2 lam), -> 2 at lam = 1/2 (Loaiza-Ganem & Cunningham)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_c = np.where(
+            np.abs(lam - 0.5) < 1e-6, math.log(2.0), np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
+        )
+    return log_c + x * special.log_expit(g[0]) + (1 - x) * special.log_expit(-g[0])
+
+
+def ref_gaussian(lik, g, x):
+    return stats.norm.logpdf(x, g[0], 0.1)
+
+
+def ref_gaussian_learned(lik, g, x):
+    return stats.norm.logpdf(x, g[0], 0.2)
+
+
+def ref_gaussian_optimal(lik, g, x):  # eval mode: the running estimate
+    return stats.norm.logpdf(x, g[0], 0.05)
+
+
+def ref_gaussian_pixel(lik, g, x):
+    log_sigma = LOG_SIGMA_FLOOR + np.logaddexp(0.0, g[1] - LOG_SIGMA_FLOOR)
+    return stats.norm.logpdf(x, g[0], np.exp(log_sigma))
+
+
+def ref_laplace(lik, g, x):
+    return stats.laplace.logpdf(x, g[0], 0.1)
+
+
+def ref_laplace_learned(lik, g, x):
+    return stats.laplace.logpdf(x, g[0], 0.07)
+
+
+def ref_categorical(lik, g, x):
+    logp = special.log_softmax(g, axis=0)  # over the 256 groups
+    return np.take_along_axis(logp, x.astype(np.int64)[None], axis=0)[0]
+
+
+def ref_logistic_mixture(lik, g, x):
+    """sum_k pi_k [F(upper) - F(lower)] with the logistic CDF, edges at +-infinity."""
+    logits, means, log_s = g[:K], g[K : 2 * K], np.maximum(g[2 * K :], -7.0)
+    xs, s = x / 127.5 - 1, np.exp(log_s)
+    upper = np.where(x > 254.5, 1.0, stats.logistic.cdf(xs + 1 / 255, means, s))
+    lower = np.where(x < 0.5, 0.0, stats.logistic.cdf(xs - 1 / 255, means, s))
+    # right of a mean both CDFs are near 1: difference the survival functions there instead
+    sf_lower = np.where(x < 0.5, 1.0, stats.logistic.sf(xs - 1 / 255, means, s))
+    sf_upper = np.where(x > 254.5, 0.0, stats.logistic.sf(xs + 1 / 255, means, s))
+    mass = np.where(xs > means, sf_lower - sf_upper, upper - lower)
+    return np.log((special.softmax(logits, axis=0) * mass).sum(0))
+
+
+REFERENCES = {
+    "bernoulli": ref_bernoulli,
+    "continuous-bernoulli": ref_continuous_bernoulli,
+    "gaussian": ref_gaussian,
+    "gaussian-learned": ref_gaussian_learned,
+    "gaussian-optimal": ref_gaussian_optimal,
+    "gaussian-pixel": ref_gaussian_pixel,
+    "laplace": ref_laplace,
+    "laplace-learned": ref_laplace_learned,
+    "categorical": ref_categorical,
+    "logistic-mixture": ref_logistic_mixture,
+}
+
+
+def test_every_family_has_a_reference():
+    assert set(REFERENCES) == set(LIKELIHOODS), "add a reference (and tests) for every family"
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_log_prob_matches_independent_reference(name):
+    gen = torch.Generator().manual_seed(0)
+    lik = make(name)
+    params = random_params(lik, 5, 2, 3, 4, gen)
+    x = random_data(lik.support, (5, 2, 3, 4), gen)
+    dist = lik(params)
+    assert dist.event_shape == (2, 3, 4) and dist.batch_shape == (5,)
+    got = dist.log_prob(x).detach().numpy()
+    want = REFERENCES[name](lik, groups(params, lik), x.numpy()).reshape(5, -1).sum(1)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-8)
+
+
+def test_gaussian_optimal_uses_the_batch_mse_while_training():
+    lik = make("gaussian-optimal").train()
+    gen = torch.Generator().manual_seed(1)
+    mu = torch.rand(6, 1, 4, 4, generator=gen, dtype=torch.float64)
+    x = torch.rand(6, 1, 4, 4, generator=gen, dtype=torch.float64)
+    sigma = float(np.sqrt(((x - mu).numpy() ** 2).mean()))  # one sigma for the whole batch
+    got = lik(mu).log_prob(x).detach().numpy()
+    want = stats.norm.logpdf(x.numpy(), mu.numpy(), sigma).reshape(6, -1).sum(1)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    # the running estimate moved from 0.05^2 towards sigma^2 by the documented momentum
+    m = lik.momentum
+    assert float(lik.running_var) == pytest.approx((1 - m) * 0.05**2 + m * sigma**2, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- normalisation
+def extreme_params(lik: Likelihood) -> torch.Tensor:
+    """A spread of one-pixel parameter settings, including saturated ones: (N, P, 1, 1)."""
+    gen = torch.Generator().manual_seed(2)
+    p = lik.params_per_channel
+    if lik.name == "logistic-mixture":
+        rows = [
+            # K mixture logits, K means (in [-1, 1] units), K log-scales
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [50.0, -50.0, 0.0, -1.5, 0.3, 1.5, -7.0, -9.0, 3.0],  # beyond the edges, floor
+            [1.0, 2.0, -1.0, -0.999, 0.0, 0.999, -7.0, -7.0, -7.0],
+            [0.0, 0.0, 0.0, 0.1, 0.5, -0.4, -2.0, -1.0, -3.0],
+        ]
+        return torch.tensor(rows, dtype=torch.float64).view(len(rows), p, 1, 1)
+    if lik.name == "categorical":
+        rows = torch.randn(4, p, generator=gen, dtype=torch.float64) * 3
+        rows[1] = -50.0
+        rows[1, 7] = 50.0
+        return rows.view(4, p, 1, 1)
+    if lik.name == "continuous-bernoulli":  # lambda = 1/2 exactly, near 1/2, near 0 and 1
+        return torch.tensor([0.0, 1e-3, -3e-3, 0.02, 2.0, -10.0, 10.0, 30.0], dtype=torch.float64).view(
+            -1, 1, 1, 1
+        )
+    if lik.name == "gaussian-pixel":  # (mean, raw log-sigma), down to the floor
+        rows = [[0.5, -1.0], [0.0, -50.0], [1.0, LOG_SIGMA_FLOOR], [0.3, 1.0]]
+        return torch.tensor(rows, dtype=torch.float64).view(len(rows), 2, 1, 1)
+    return torch.tensor([0.0, 0.3, 1.0, -0.5, 50.0], dtype=torch.float64).view(-1, 1, 1, 1)
+
+
+def one_pixel_log_prob(dist, value: float, row: int) -> float:
+    x = torch.full((dist.batch_shape[0], 1, 1, 1), value, dtype=torch.float64)
+    return float(dist.log_prob(x)[row].detach())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_normalised(name):
+    lik = make(name)
+    params = extreme_params(lik)
+    dist = lik(params)
+    n = len(params)
+    if lik.support == "discrete":
+        values = torch.arange(256, dtype=torch.float64).view(256, 1, 1, 1, 1).expand(256, n, 1, 1, 1)
+        total = torch.logsumexp(dist.log_prob(values), dim=0)
+        np.testing.assert_allclose(total.numpy(), 0.0, atol=1e-10)
+    elif lik.support == "binary":
+        total = [sum(math.exp(one_pixel_log_prob(dist, v, i)) for v in (0, 1)) for i in range(n)]
+        np.testing.assert_allclose(total, 1.0, atol=1e-12)
+    else:
+        for i in range(n):
+            if isinstance(dist.base_dist, ContinuousBernoulli):
+                lo, hi, points = 0.0, 1.0, [1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]
+            else:  # a density on the real line: all but e^-60 of its mass within 60 sd
+                mean, sd = float(dist.mean[i].flatten()[0]), float(dist.stddev[i].flatten()[0].detach())
+                lo, hi, points = mean - 60 * sd, mean + 60 * sd, [mean - sd, mean, mean + sd]
+            total, err = integrate.quad(
+                lambda v, i=i: math.exp(one_pixel_log_prob(dist, v, i)), lo, hi,
+                points=points, limit=100, epsabs=1e-10, epsrel=1e-9,
+            )  # fmt: skip
+            assert total == pytest.approx(1.0, abs=1e-7), (name, params[i].flatten().tolist(), total, err)
+
+
+# --------------------------------------------------------------------------- sampling
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_mean_matches_mean(name):
+    """Empirical mean of N draws vs `mean`: within 5 standard errors of the mean (a false
+    alarm has probability ~6e-7 per value under the CLT; the seed is fixed anyway)."""
+    torch.manual_seed(3)
+    lik = make(name)
+    params = extreme_params(lik)[:4]
+    dist = lik(params)
+    n = 40_000
+    draws = dist.sample((n,)).double()
+    assert draws.shape == (n, *dist.batch_shape, *dist.event_shape)
+    if lik.support == "discrete":
+        assert bool(((draws >= 0) & (draws <= 255) & (draws == draws.round())).all())
+    emp, sem = draws.mean(0), draws.std(0) / math.sqrt(n)
+    assert torch.all((emp - dist.mean).abs() <= 5 * sem + 1e-9), (emp.flatten(), dist.mean.flatten())
+
+
+@pytest.mark.parametrize("logit", [-20.0, -16.0, -10.0, 0.005, 3.0, 12.0, 16.0, 20.0])
+def test_continuous_bernoulli_float32_saturated_logits(logit):
+    """float32, as in training: the normaliser stays right where sigmoid(logit) rounds to 1."""
+    lik = make("continuous-bernoulli", torch.float32)
+    x = torch.tensor([0.0, 0.3, 1.0]).view(3, 1, 1, 1)
+    got = lik(torch.full((3, 1, 1, 1), logit)).log_prob(x).numpy()
+    # float64 reference from the paper's lambda form, lambda via the log-odds (no 1 - lambda)
+    lam, log_lam, log_1m = special.expit(logit), special.log_expit(logit), special.log_expit(-logit)
+    log_c = math.log(2 * (log_1m - log_lam) / 2 / (1 - 2 * lam))  # 2 artanh(1-2lam) = log((1-lam)/lam)
+    want = log_c + x.flatten().numpy() * log_lam + (1 - x.flatten().numpy()) * log_1m
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_continuous_bernoulli_mean_is_not_lambda():
+    dist = make("continuous-bernoulli")(torch.full((1, 1, 1, 1), 2.0, dtype=torch.float64))
+    lam = special.expit(2.0)
+    want = lam / (2 * lam - 1) + 1 / (2 * np.arctanh(1 - 2 * lam))  # the CB mean, closed form
+    assert float(dist.mean) == pytest.approx(want, rel=1e-10)
+    assert abs(float(dist.mean) - lam) > 0.05
+
+
+# --------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("fill", [50.0, -50.0])
+def test_gradients_finite_at_extremes(name, fill):
+    """float32 as in training: saturated outputs, scales at their floor, data on the edges."""
+    lik = make(name, torch.float32).train()
+    p = lik.params_per_channel
+    params = torch.full((2, p, 2, 2), fill)
+    if name == "gaussian-pixel":
+        params[:, 1] = -50.0  # log-sigma pinned at the floor
+    if name == "logistic-mixture":
+        params[:, 2 * K :] = -50.0  # log-scales below the -7 clamp
+        params[:, K : 2 * K] = torch.tensor([-1.0, 0.0, 1.0]).view(1, K, 1, 1)
+    params.requires_grad_(True)
+    top = {"binary": 1.0, "unit": 1.0, "discrete": 255.0}[lik.support]
+    x = torch.tensor([0.0, top, top, 0.0]).view(1, 1, 2, 2).expand(2, 1, 2, 2)
+    logp = lik(params).log_prob(x)
+    assert torch.isfinite(logp).all(), logp
+    logp.sum().backward()
+    assert torch.isfinite(params.grad).all()
+    for param in lik.parameters():
+        assert torch.isfinite(param.grad).all()
+
+
+# --------------------------------------------------------------------------- support
+BAD = {"binary": 0.5, "unit": 2.0, "discrete": 0.5}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_check_support(name):
+    cls = LIKELIHOODS[name]
+    gen = torch.Generator().manual_seed(4)
+    cls.check_support(random_data(cls.support, (3, 1, 4, 4), gen))
+    bad = torch.zeros(3, 1, 4, 4)
+    bad[1, 0, 2, 2] = BAD[cls.support]
+    with pytest.raises(VaeError, match=f"likelihood {name} scores"):
+        cls.check_support(bad)
+
+
+def test_data_module_refuses_data_off_the_support(monkeypatch):
+    """If the per-family transform ever produced the wrong values, setup says so."""
+    monkeypatch.setattr(data, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255)
+    dm = data.VAEDataModule(Config(dataset="digits", likelihood="categorical"))
+    with pytest.raises(VaeError, match=r"categorical scores integer values 0\.\.255"):
+        dm.setup("test")
+
+
+def test_data_module_puts_each_support_on_its_support():
+    for name in ("bernoulli", "gaussian", "categorical"):  # one family per support
+        dm = data.VAEDataModule(Config(dataset="shapes32", likelihood=name))
+        dm.setup("test")  # runs check_support on val and test
+        assert dm.splits["test"].shape[1:] == (3, 32, 32)
+    assert data.bits_offset("unit") == 8.0 and data.bits_offset("discrete") == 0.0
