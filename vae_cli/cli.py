@@ -145,7 +145,9 @@ def train(
             f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
         )
         err.print(
-            f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}", highlight=False
+            f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}",
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(128 + e.signum) from None
 
