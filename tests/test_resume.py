@@ -82,6 +82,12 @@ def test_killed_run_resumes_to_the_same_result(sig, reference: Path, tmp_path: P
     print(f"{signal.Signals(sig).name} at step {step}: val ELBO per epoch uninterrupted {ra} resumed {rb}")
     assert [s for s, _ in ra] == [s for s, _ in rb] and len(ra) == EPOCHS
     assert [v for _, v in rb] == pytest.approx([v for _, v in ra], rel=1e-5)
+    # every logged row, including the interrupted epoch's train/*_epoch means
+    rows_a, rows_b = (list(csv.DictReader((r / "metrics.csv").open())) for r in (reference, run))
+    assert len(rows_a) == len(rows_b)
+    for x, y in zip(rows_a, rows_b, strict=True):
+        assert x.keys() == y.keys()
+        assert [float(y[k]) for k in y if y[k]] == pytest.approx([float(x[k]) for k in x if x[k]], rel=1e-5)
 
 
 def train_in_process(tmp_path: Path, *args: str):

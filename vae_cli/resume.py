@@ -99,6 +99,45 @@ class RngState(Callback):
             self._pending = None
 
 
+class EpochSums(Callback):
+    """Mid-epoch checkpoints also carry the running sums behind the epoch-level train metrics
+    (Lightning keeps them outside the checkpoint), so the interrupted epoch's train/*_epoch
+    means cover all its batches, not only those after the resume."""
+
+    KEY = "vae_cli_epoch_sums"
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if not 0 < done < trainer.num_training_batches:
+            return  # at an epoch boundary there is nothing to carry over
+        sums = {}
+        for key, m in trainer.fit_loop.epoch_loop._results.items():
+            if getattr(m, "is_tensor", False) and m.meta.on_epoch and m.meta.is_mean_reduction:
+                sums[key] = (m.value.detach().cpu().clone(), m.cumulated_batch_size.detach().cpu().clone())
+        checkpoint[self.KEY] = {"epoch": trainer.current_epoch, "sums": sums}
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        self._pending = checkpoint.get(self.KEY)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        pending, self._pending = self._pending, None
+        if not pending or pending["epoch"] != trainer.current_epoch:
+            return
+        results = trainer.fit_loop.epoch_loop._results
+        for key, (value, count) in pending["sums"].items():
+            if key in results:
+                m = results[key]
+                m.value = m.value + value.to(m.value.device, m.value.dtype)
+                m.cumulated_batch_size = m.cumulated_batch_size + count.to(m.cumulated_batch_size.device)
+
+
 # ---------------------------------------------------------------------------- signals
 class GracefulStop(Callback):
     """On SIGTERM/SIGINT: finish the current step, save last.ckpt, stop with RunInterrupted.

@@ -22,7 +22,15 @@ from vae_cli.errors import VaeError
 from vae_cli.guards import NonFiniteGuard
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
-from vae_cli.resume import LAST, AtomicCheckpointIO, GracefulStop, ResumedCSVLogger, RngState, checkpoint_step
+from vae_cli.resume import (
+    LAST,
+    AtomicCheckpointIO,
+    EpochSums,
+    GracefulStop,
+    ResumedCSVLogger,
+    RngState,
+    checkpoint_step,
+)
 
 # DDP re-runs the command in each worker process; they must all log into the version that
 # rank 0 created rather than each picking "the next free one".
@@ -133,6 +141,7 @@ def _fit_logged(
         callbacks=[
             checkpoints,
             RngState(),
+            EpochSums(),
             GracefulStop(run_dir / runs.CHECKPOINTS),
             guard,
             RichProgressBar(),
