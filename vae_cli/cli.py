@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -15,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vae_cli import checks, report, runs
 from vae_cli import config as config_mod
-from vae_cli import report, runs
-from vae_cli.errors import VaeError
+from vae_cli.errors import VaeError, translate
 
 app = typer.Typer(
     add_completion=False,
@@ -40,10 +41,13 @@ def friendly(fn: F) -> F:
         debug = bool(ctx is not None and ctx.obj and ctx.obj.get("debug"))
         try:
             return fn(*args, **kwargs)
-        except VaeError as e:
-            if debug:
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:
+            known = translate(e)
+            if debug or known is None:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(known))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -129,13 +133,67 @@ def train(
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
     smoke: bool = typer.Option(False, "--smoke", help="One batch of each stage; writes no files."),
+    nonfinite: str = typer.Option(None, help="On a NaN/inf loss or gradient: stop | skip the update."),
+    skip_grad_norm: float = typer.Option(None, help="Skip updates with a larger gradient norm (0: off)."),
+    resume: str = typer.Option(
+        None, "--resume", help="Continue RUN (a run directory, or `last`) from checkpoints/last.ckpt."
+    ),
 ) -> None:
     """Train a VAE; writes runs/<experiment>/version_<n>/."""
-    overrides = {k: v for k, v in locals().items() if k not in ("ctx", "experiment", "config_file", "smoke")}
-    cfg = config_mod.resolve(experiment, config_file, overrides)
+    overrides = {
+        k: v for k, v in locals().items() if k not in ("ctx", "experiment", "config_file", "smoke", "resume")
+    }
+    from vae_cli.resume import RunInterrupted
     from vae_cli.training import fit
 
-    fit(cfg, smoke=smoke, console=out)
+    run_dir = None
+    if resume is not None:
+        cfg, run_dir = resume_config(resume, experiment, config_file, smoke, overrides)
+    else:
+        cfg = config_mod.resolve(experiment, config_file, overrides)
+    try:
+        fit(cfg, smoke=smoke, console=out, resume=run_dir)
+    except RunInterrupted as e:
+        where = e.checkpoint.parent.parent if e.checkpoint else None
+        saved = (
+            f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
+        )
+        err.print(
+            f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(128 + e.signum) from None
+
+
+# What may change when resuming: how long to train and on what hardware, not what is trained.
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "accelerator", "devices", "strategy", "num_nodes")
+
+
+def resume_config(
+    resume: str, experiment: str | None, config_file: Path | None, smoke: bool, overrides: dict[str, Any]
+) -> tuple[config_mod.Config, Path]:
+    import dataclasses
+
+    from vae_cli.resume import resolve_resume
+
+    given = sorted(
+        k for k, v in overrides.items() if v is not None and k not in (*RESUME_MAY_CHANGE, "runs_dir")
+    )
+    if experiment or config_file or smoke or given:
+        what = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--experiment/--config/--smoke"
+        raise VaeError(
+            f"--resume continues a run with its own config; {what} cannot change it "
+            f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} can): "
+            f"start a new run instead"
+        )
+    run_dir, _ = resolve_resume(resume, Path(overrides.get("runs_dir") or "runs"))
+    saved = config_mod.read_yaml(run_dir / runs.CONFIG)
+    cfg = config_mod.from_dict(saved, str(run_dir / runs.CONFIG))
+    changes = {k: overrides[k] for k in RESUME_MAY_CHANGE if overrides.get(k) is not None}
+    # The run lives where it is, whatever the working directory was when it started.
+    cfg = dataclasses.replace(cfg, **changes, runs_dir=str(run_dir.parent.parent)).validate()
+    return cfg, run_dir
 
 
 # ---------------------------------------------------------------------------- eval
@@ -153,6 +211,10 @@ def evaluate(
     data_dir: str = typer.Option(None, help="Dataset root [default: the run's]."),
     seed: int = typer.Option(0, help="Seed of the z samples."),
     runs_dir: Path = RUNS_DIR,
+    dataset: str = typer.Option(
+        None, help="Evaluate on another dataset of the same shape [default: the run's]."
+    ),
+    likelihood: str = typer.Option(None, help="Assert the checkpoint's likelihood (an error if it differs)."),
     accelerator: str = ACCELERATOR,
     devices: int = DEVICES,
     strategy: str = STRATEGY,
@@ -171,9 +233,17 @@ def evaluate(
     from vae_cli.training import evaluate_checkpoint
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
-    overrides = {k: v for k, v in (("batch_size", batch_size), ("data_dir", data_dir)) if v is not None}
+    pairs = (
+        ("batch_size", batch_size),
+        ("data_dir", data_dir),
+        ("dataset", dataset),
+        ("likelihood", likelihood),
+    )
+    overrides = {k: v for k, v in pairs if v is not None}
     overrides.update(trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
                                        num_nodes=num_nodes, precision=precision))  # fmt: skip
+    config_mod.from_dict(overrides, "command-line flags").validate()  # unknown names: "did you mean"
+    checks.ensure_writable(run_dir, "the run directory (eval.json goes there)")
     results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides)
     if results is None:  # a DDP worker (rank > 0): rank 0 reports and writes
         return
@@ -242,6 +312,7 @@ def sample(
     if images is None:  # not global rank 0 of a multi-process launch
         return
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
+    checks.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)

@@ -66,6 +66,9 @@ class Config:
     runs_dir: str = "runs"
     # speed (issue 6)
     compile: bool = False  # torch.compile the training ELBO
+    # robustness (issue 7)
+    nonfinite: str = "stop"  # NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip
+    skip_grad_norm: float = 0.0  # > 0: also skip updates whose gradient norm exceeds this (vdvae); 0: off
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
@@ -94,6 +97,9 @@ class Config:
             raise VaeError(f"lr must be > 0, got {self.lr}")
         if not self.sigma > 0:
             raise VaeError(f"sigma must be > 0, got {self.sigma}")
+        _choice("nonfinite", self.nonfinite, ("stop", "skip"))
+        if not self.skip_grad_norm >= 0:
+            raise VaeError(f"skip_grad_norm must be >= 0 (0: off), got {self.skip_grad_norm}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from vae_cli import checks
 from vae_cli.config import Config
 from vae_cli.errors import VaeError
 from vae_cli.likelihoods import LIKELIHOODS, Support
@@ -96,6 +97,7 @@ def _torchvision(cls_name: str, folder: str, data_dir: Path) -> Splits:
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
+    _expect_files(cls, cls_name, folder, data_dir)
     try:
         # torchvision prints its download attempts; the error below says what matters.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -113,6 +115,40 @@ def _torchvision(cls_name: str, folder: str, data_dir: Path) -> Splits:
             f"--data-dir to a folder that holds {folder}/raw/"
         ) from None
     return _nchw(train.data), _nchw(test.data)
+
+
+def _expect_files(cls, cls_name: str, folder: str, data_dir: Path) -> None:
+    """Fail in milliseconds, not after a download attempt, when the files are not there.
+
+    A dataset folder that exists is taken as the user's copy: missing files are an error
+    and nothing is downloaded into it. With no such folder, torchvision may download, but
+    only after one short probe shows the mirror is reachable (offline, its retries over
+    several mirrors take many seconds before failing).
+    """
+    raw = data_dir / folder / "raw"
+    names = [name for name, _ in cls.resources]
+    missing = [n for n in names if not (raw / n).exists() and not (raw / n.removesuffix(".gz")).exists()]
+    if not missing:
+        return
+    hint = f"put the four *-ubyte.gz files there, or pass --data-dir to a folder that holds {folder}/raw/"
+    if (data_dir / folder).exists():
+        raise VaeError(f"{cls_name} not found in {raw}: missing {', '.join(missing)}; {hint}")
+    if not _reachable(cls.mirrors[0]):
+        raise VaeError(f"{cls_name} not found in {raw} and the download server is unreachable: {hint}")
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    try:
+        socket.create_connection(
+            (u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout
+        ).close()
+    except OSError:
+        return False
+    return True
 
 
 def _nchw(x) -> Tensor:
@@ -245,8 +281,27 @@ class TensorBatches:
                 yield self.data[start : start + self.batch_size]
             return
         idx = self._indices()
-        for start in range(0, len(idx), self.batch_size):
+        epoch = self.epoch_fn()
+        skip, self._resume = (
+            (self._resume[1], None) if self._resume and self._resume[0] == epoch else (0, None)
+        )
+        self._position = (epoch, skip)
+        for i, start in enumerate(range(skip * self.batch_size, len(idx), self.batch_size), start=skip + 1):
+            self._position = (epoch, i)  # counted before the yield: the batch is then in use
             yield self.data[idx[start : start + self.batch_size]]
+
+    # Lightning's stateful-iterable protocol: the fit loop saves state_dict() in every
+    # checkpoint and calls load_state_dict() before iter() on resume, so a run resumed
+    # mid-epoch continues with the batch after the last one it trained on. (Lightning does
+    # not prefetch from an iterable with a __len__, so "yielded" is "consumed".)
+    _position: tuple[int, int] = (0, 0)
+    _resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._position[0], "batches": self._position[1]}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches"]))
 
 
 def eval_batch_index(local_index: int, rank: int, world_size: int) -> int:
@@ -275,6 +330,8 @@ class VAEDataModule(pl.LightningDataModule):
         if self.splits:
             return
         pool, test = self.spec.load(Path(self.cfg.data_dir))
+        for x in (pool, test):
+            checks.check_raw(self.cfg.dataset, x, self.shape, self.cfg.likelihood, self.support)
         val_size = self.cfg.val_size or self.spec.val_size
         if val_size >= len(pool):
             raise VaeError(f"val_size {val_size} leaves no training data ({len(pool)} examples)")
@@ -288,9 +345,9 @@ class VAEDataModule(pl.LightningDataModule):
             "val": fixed(val),
             "test": fixed(test),
         }
-        if self.normalised:  # bernoulli on grey levels (--binarize none) is allowed, with a warning
-            for split in ("val", "test"):
-                LIKELIHOODS[self.cfg.likelihood].check_support(self.splits[split])
+        for split in ("val", "test"):
+            checks.check_support(self.splits[split], self.support, self.cfg.likelihood,
+                                 f"the {self.cfg.dataset} {split} split", self.cfg.binarize)  # fmt: skip
 
     def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
         if batch.dtype == torch.uint8:  # only the dynamic training split arrives as raw uint8

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -50,6 +51,15 @@ class RunningMeans:
         out = (self.sums, self.count)
         self.sums, self.count = None, 0
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """For mid-epoch checkpoints (resume.EpochSums): the sums so far, on the CPU."""
+        return {"sums": None if self.sums is None else self.sums.detach().cpu(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        sums = state["sums"]
+        self.sums = None if sums is None else sums.to(device)
+        self.count = int(state["count"])
 
     def means(self, sums: Tensor, count: int | Tensor) -> dict[str, Tensor]:
         means = sums / count

@@ -28,8 +28,8 @@ from torch.distributions import (
     constraints,
 )
 
+from vae_cli import checks
 from vae_cli.config import Config
-from vae_cli.errors import VaeError
 
 # What data a family scores, so the data module can present it on the right support:
 #   binary   -- {0, 1} pixels (binarised)
@@ -86,7 +86,7 @@ class Likelihood(nn.Module):
 
         One pass over the tensor: meant for whole evaluation splits, not per training batch.
         """
-        check_support(x, cls.support, cls.name)
+        checks.check_support(x, cls.support, cls.name, "the data")
 
 
 def image(dist: Distribution) -> Independent:
@@ -159,30 +159,6 @@ class LearnedGaussianLikelihood(Likelihood):
 
     def extra_metrics(self) -> dict[str, Tensor]:
         return {"sigma": self.log_sigma.detach().exp()}
-
-
-SUPPORT_TEXT = {
-    "binary": "binary values {0, 1}",
-    "unit": "values in [0, 1] (dequantised (k + u)/256)",
-    "discrete": "integer values 0..255",
-}
-
-
-def check_support(x: Tensor, support: Support, name: str = "this likelihood") -> None:
-    if x.numel() == 0:
-        return
-    lo, hi = float(x.min()), float(x.max())
-    if support == "binary":
-        ok = bool(((x == 0) | (x == 1)).all())
-    elif support == "unit":
-        ok = lo >= 0.0 and hi <= 1.0
-    else:
-        ok = lo >= 0.0 and hi <= 255.0 and bool((x == x.round()).all())
-    if not ok or not math.isfinite(lo + hi):
-        raise VaeError(
-            f"likelihood {name} scores {SUPPORT_TEXT[support]}, but the data has values in "
-            f"[{lo:g}, {hi:g}]: feed it data on its support (the data module does this per family)"
-        )
 
 
 # --------------------------------------------------------------------------- more families

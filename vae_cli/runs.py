@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -68,3 +69,27 @@ def write_atomic(path: Path, text: str) -> None:
 
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:
     write_atomic(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+
+
+def is_launcher_process() -> bool:
+    """Not a worker started by torchrun/SLURM/Lightning for rank > 0 (those reuse rank 0's folder)."""
+    return all(os.environ.get(k, "0") == "0" for k in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def claim_version(experiment_dir: Path) -> int:
+    """Create runs/<experiment>/version_<n> with the next free n; mkdir is atomic, so two runs
+    started at once get different folders and a new run never writes into an existing one."""
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in experiment_dir.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (experiment_dir / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def release_if_empty(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()

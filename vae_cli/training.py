@@ -15,14 +15,24 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from rich.console import Console
 from torch import Tensor
 
-from vae_cli import report, runs
+from vae_cli import checks, report, runs
 from vae_cli.config import Config
 from vae_cli.data import VAEDataModule, to_image
 from vae_cli.distributed import RankSeed, ToMainProcess
-from vae_cli.errors import VaeError
+from vae_cli.errors import VaeError, lightning_rejected
 from vae_cli.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
+from vae_cli.guards import NonFiniteGuard
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
+from vae_cli.resume import (
+    LAST,
+    AtomicCheckpointIO,
+    EpochSums,
+    GracefulStop,
+    ResumedCSVLogger,
+    RngState,
+    checkpoint_step,
+)
 
 # DDP re-runs the command in each worker process; they must all log into the version that
 # rank 0 created rather than each picking "the next free one".
@@ -48,11 +58,9 @@ def make_trainer(cfg: Config, **kwargs: Any) -> pl.Trainer:
     try:
         return pl.Trainer(**trainer_args(cfg), **kwargs)
     except (MisconfigurationException, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VaeError(
-            f"Lightning cannot run accelerator={cfg.accelerator} devices={cfg.devices} "
-            f"strategy={cfg.strategy} num_nodes={cfg.num_nodes} precision={cfg.precision}: {first}"
-        ) from None
+        settings = (f"accelerator={cfg.accelerator} devices={cfg.devices} strategy={cfg.strategy} "
+                    f"num_nodes={cfg.num_nodes} precision={cfg.precision}")  # fmt: skip
+        raise lightning_rejected(e, settings) from None
 
 
 def _tensorboard_available() -> bool:
@@ -63,9 +71,20 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def make_loggers(cfg: Config) -> tuple[list[Logger], Path]:
-    version = os.environ.get(VERSION_ENV)
-    csv = CSVLogger(cfg.runs_dir, name=cfg.experiment, version=int(version) if version else None)
+def make_loggers(
+    cfg: Config, version: int | None = None, resume_step: int | None = None
+) -> tuple[list[Logger], Path]:
+    """Loggers writing into a fresh run directory, or into `version` when resuming one."""
+    env = os.environ.get(VERSION_ENV)
+    if version is None and env:
+        version = int(env)
+    if version is None and runs.is_launcher_process():
+        version = runs.claim_version(Path(cfg.runs_dir) / cfg.experiment)
+    if resume_step is not None:
+        csv: CSVLogger = ResumedCSVLogger(cfg.runs_dir, name=cfg.experiment, version=version,
+                                          resume_step=resume_step)  # fmt: skip
+    else:
+        csv = CSVLogger(cfg.runs_dir, name=cfg.experiment, version=version)
     loggers: list[Logger] = [csv]
     if _tensorboard_available():
         loggers.append(
@@ -78,12 +97,17 @@ def fit(
     cfg: Config,
     smoke: bool = False,
     console: Console | None = None,
+    resume: Path | None = None,
     callbacks: list[pl.Callback] | None = None,
 ) -> Path | None:
     """Train; returns the run directory (None for a smoke run, which writes nothing).
 
-    `callbacks` are added to the run's own (scripts/bench.py times steps with one)."""
+    `resume`: a run directory whose checkpoints/last.ckpt to continue from, writing into
+    that same directory. Raises resume.RunInterrupted after saving on SIGTERM/SIGINT.
+    `callbacks` are added to the run's own (scripts/bench.py times steps with one).
+    """
     console = console or Console(soft_wrap=True)
+    checks.check_devices(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
     datamodule.setup("fit")  # fail on missing data before any file is written
@@ -103,7 +127,32 @@ def fit(
                           f"{cfg.arch}) test ELBO {elbo:.2f} nats")  # fmt: skip
         return None
 
-    loggers, run_dir = make_loggers(cfg)
+    ckpt_path, version, resume_step = None, None, None
+    if resume is not None:
+        ckpt_path = resume / runs.CHECKPOINTS / LAST
+        version = int(resume.name.removeprefix("version_"))
+        resume_step = checkpoint_step(ckpt_path)
+    else:
+        checks.ensure_writable(Path(cfg.runs_dir), "--runs-dir")
+    loggers, run_dir = make_loggers(cfg, version=version, resume_step=resume_step)
+    try:
+        return _fit_logged(cfg, module, datamodule, loggers, run_dir, ckpt_path, console, callbacks or [])
+    except BaseException:
+        runs.release_if_empty(run_dir)  # a run that failed before writing anything leaves no folder
+        raise
+
+
+def _fit_logged(
+    cfg: Config,
+    module: VAEModule,
+    datamodule: VAEDataModule,
+    loggers: list[Logger],
+    run_dir: Path,
+    ckpt_path: Path | None,
+    console: Console,
+    callbacks: list[pl.Callback],
+) -> Path:
+    guard = NonFiniteGuard(cfg.nonfinite, cfg.skip_grad_norm, run_dir / runs.CHECKPOINTS)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / runs.CHECKPOINTS, filename="best", monitor="val/elbo", mode="max",
         save_last=True, save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
@@ -115,12 +164,17 @@ def fit(
         logger=loggers,
         callbacks=[
             checkpoints,
+            RngState(),
+            EpochSums(),
+            GracefulStop(run_dir / runs.CHECKPOINTS),
+            guard,
             ThrottledRichProgressBar(),
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
             ToMainProcess(),
-            *(callbacks or []),
+            *callbacks,
         ],
+        plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg.log_every_n_steps,
     )
     if trainer.is_global_zero:
@@ -128,13 +182,18 @@ def fit(
     os.environ[VERSION_ENV] = str(loggers[0].version)
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
         os.environ.pop(VERSION_ENV, None)
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return run_dir
     finish_run(module, run_dir, checkpoints, wall, trainer, console)
+    if guard.skipped:
+        console.print(
+            f"[yellow]warning:[/] skipped {guard.skipped} update(s) with a non-finite or too large "
+            f"gradient (nonfinite={cfg.nonfinite}, skip_grad_norm={cfg.skip_grad_norm})"
+        )
     return run_dir
 
 
@@ -271,6 +330,7 @@ def evaluate_checkpoint(
     never from the run: a run trained on 8 GPUs can be scored on a laptop.
     """
     module = load_module(ckpt)
+    checks.check_compatible(module.cfg, overrides or {})
     cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
     datamodule = VAEDataModule(cfg)
     datamodule.setup("test")
