@@ -82,14 +82,15 @@ def test_killed_run_resumes_to_the_same_result(sig, reference: Path, tmp_path: P
     print(f"{signal.Signals(sig).name} at step {step}: val ELBO per epoch uninterrupted {ra} resumed {rb}")
     assert [s for s, _ in ra] == [s for s, _ in rb] and len(ra) == EPOCHS
     assert [v for _, v in rb] == pytest.approx([v for _, v in ra], rel=1e-5)
-    # every logged row (same steps, none lost or duplicated); all val/* columns equal.
-    # (train/* means of the interrupted epoch are restored by resume.EpochSums for metrics
-    # logged through self.log; accumulators kept elsewhere are not compared here.)
+    # every logged row (same steps, none lost or duplicated) and every logged value equal:
+    # val/* and also the train/* means of the interrupted epoch, whose running sums
+    # resume.EpochSums carries across the interruption.
     rows_a, rows_b = (list(csv.DictReader((r / "metrics.csv").open())) for r in (reference, run))
     assert [(x["epoch"], x["step"]) for x in rows_a] == [(y["epoch"], y["step"]) for y in rows_b]
     for x, y in zip(rows_a, rows_b, strict=True):
-        val = [k for k in x if k.startswith("val/") and x[k]]
-        assert [float(y[k]) for k in val] == pytest.approx([float(x[k]) for k in val], rel=1e-5)
+        logged = [k for k in x if k.startswith(("val/", "train/")) and x[k]]
+        assert logged and [k for k in y if k.startswith(("val/", "train/")) and y[k]] == logged
+        assert [float(y[k]) for k in logged] == pytest.approx([float(x[k]) for k in logged], rel=1e-5)
 
 
 def train_in_process(tmp_path: Path, *args: str):

@@ -126,7 +126,8 @@ class EpochSums(Callback):
     ) -> None:
         self._pending = checkpoint.get(self.KEY)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Not on_train_epoch_start: Lightning skips that hook when it restarts mid-epoch.
         pending, self._pending = self._pending, None
         if not pending or pending["epoch"] != trainer.current_epoch:
             return
