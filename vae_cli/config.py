@@ -63,6 +63,13 @@ class Config:
     log_every_n_steps: int = 50
     # where runs go
     runs_dir: str = "runs"
+    # objective (issue 4)
+    objective: str = "elbo"  # elbo | iwae: the training loss
+    k: int = 1  # samples per example: the IW bound's K (iwae) or the ELBO average (elbo)
+    beta: float = 1.0  # weight of the KL term in the elbo objective (beta-VAE)
+    kl_warmup_steps: int = 0  # elbo objective: beta ramps linearly from 0 over these steps
+    stochastic_layers: int = 1  # 1 | 2: the IWAE paper's 1- or 2-stochastic-layer model
+    schedule: str = "constant"  # constant | iwae: learning-rate schedule and Adam settings
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
@@ -90,7 +97,29 @@ class Config:
             raise VaeError(f"lr must be > 0, got {self.lr}")
         if not self.sigma > 0:
             raise VaeError(f"sigma must be > 0, got {self.sigma}")
+        self._validate_objective()
         return self
+
+    def _validate_objective(self) -> None:
+        from vae_cli.model import STOCHASTIC_LAYERS
+        from vae_cli.objectives import OBJECTIVES
+        from vae_cli.schedules import SCHEDULES
+
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _at_least("k", self.k, 1)
+        _at_least("kl_warmup_steps", self.kl_warmup_steps, 0)
+        if not self.beta >= 0:
+            raise VaeError(f"beta must be >= 0, got {self.beta}")
+        if self.stochastic_layers not in STOCHASTIC_LAYERS:
+            raise unknown("stochastic_layers", str(self.stochastic_layers), map(str, STOCHASTIC_LAYERS))
+        if self.stochastic_layers == 2 and self.arch != "mlp":
+            raise VaeError("stochastic_layers 2 is the IWAE paper's MLP: use --arch mlp")
+        if self.objective == "iwae" and (self.beta != 1.0 or self.kl_warmup_steps):
+            raise VaeError(
+                "beta and kl_warmup_steps apply to the elbo objective only: the IWAE bound has no "
+                "separate KL term; drop them or use --objective elbo"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
