@@ -172,7 +172,7 @@ def evaluate(
         per_layer = " + ".join(
             f"{a}/{d}" for a, d in zip(results["active_units_per_layer"], results["latent_dims"], strict=True)
         )
-        rows.append(("active units (Cov_x E_q[z] > 0.01)", per_layer))
+        rows.append(("active units (Cov_x(E_q z) > 0.01)", per_layer))
     rows.append(("wall time / peak RSS", f"{results['wall_time_s']:.1f} s / {results['peak_rss_mib']} MiB"))
     out.print(report.metrics_table(f"{split} set", rows))
     out.print(f"checkpoint: {ckpt}", highlight=False)
