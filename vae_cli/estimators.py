@@ -10,10 +10,10 @@ import math
 import torch
 from torch import Tensor
 
-from vae_cli.model import VAE
+from vae_cli.model import LatentModel
 
 
-def elbo(vae: VAE, x: Tensor, analytic_kl: bool = True, k: int = 1) -> dict[str, Tensor]:
+def elbo(vae: LatentModel, x: Tensor, analytic_kl: bool = True, k: int = 1) -> dict[str, Tensor]:
     """ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), E_q by k reparameterised samples.
 
     The KL is analytic where the model has a closed form (1 stochastic layer) and
@@ -26,7 +26,7 @@ def elbo(vae: VAE, x: Tensor, analytic_kl: bool = True, k: int = 1) -> dict[str,
     return {"elbo": recon - kl, "recon": recon, "kl": kl}
 
 
-def log_weights(vae: VAE, x: Tensor, k: int) -> Tensor:
+def log_weights(vae: LatentModel, x: Tensor, k: int) -> Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples per example: shape (k, B).
 
     No analytic KL here: the importance weights need every term at the same sample.
@@ -40,7 +40,7 @@ def log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(log_w.double(), dim=dim) - math.log(log_w.shape[dim])
 
 
-def iw_bound(vae: VAE, x: Tensor, k: int, chunk: int | None = None) -> Tensor:
+def iw_bound(vae: LatentModel, x: Tensor, k: int, chunk: int | None = None) -> Tensor:
     """log (1/k) sum_k w_k, the IWAE bound (Burda et al. 2016), evaluated in chunks over k.
 
     The logsumexp of the chunk logsumexps is exactly the logsumexp over all k, so memory

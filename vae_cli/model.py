@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,19 @@ class Latents:
     zs: tuple[Tensor, ...]  # one (k, B, L_i) draw per stochastic layer, bottom (nearest x) first
     log_q: Tensor  # (k, B): log q(all layers | x) at those draws
     kl: Tensor | None  # (B,): KL(q || p) in closed form where one exists, else None
+
+
+class LatentModel(Protocol):
+    """What the estimators need of a model; VAE and hierarchical.TwoLayerVAE both have it."""
+
+    latent_dim: int
+    layer_dims: tuple[int, ...]
+
+    def sample_posterior(self, x: Tensor, k: int) -> Latents: ...
+    def log_prior(self, zs: tuple[Tensor, ...]) -> Tensor: ...
+    def log_likelihood(self, x: Tensor, zs: tuple[Tensor, ...]) -> Tensor: ...
+    def posterior_means(self, x: Tensor) -> tuple[Tensor, ...]: ...
+    def decode_prior(self, z: Tensor) -> Distribution: ...
 
 
 def diagonal_gaussian(params: Tensor) -> Independent:
