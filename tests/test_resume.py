@@ -19,8 +19,11 @@ from typer.testing import CliRunner
 from vae_cli import estimators
 from vae_cli.cli import app
 
-EPOCHS = 2  # digits quickstart: 26 steps per epoch
-TRAIN = ("train", "--experiment", "quickstart", "--epochs", str(EPOCHS))
+# Long enough that a signal sent just after the first epoch's checkpoint always lands
+# mid-training, also on an idle machine (a 26-step quickstart epoch takes ~0.1 s there).
+EPOCHS, BATCH = 4, 10
+STEPS_PER_EPOCH = -(-1257 // BATCH)  # digits training split: 1257 examples
+TRAIN = ("train", "--experiment", "quickstart", "--epochs", str(EPOCHS), "--batch-size", str(BATCH))
 
 
 def val_elbos(run: Path) -> list[tuple[int, float]]:
@@ -64,7 +67,7 @@ def test_killed_run_resumes_to_the_same_result(sig, reference: Path, tmp_path: P
     assert "Traceback" not in killed.stderr
     state = last(run)
     step = state["global_step"]
-    assert 0 < step < 26 * EPOCHS
+    assert 0 < step < STEPS_PER_EPOCH * EPOCHS
     # saved where it stopped: mid-epoch, with the data position of the batch after it
     position = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert (
@@ -75,7 +78,7 @@ def test_killed_run_resumes_to_the_same_result(sig, reference: Path, tmp_path: P
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]  # same run dir, no new version
     a, b = last(reference), last(run)
-    assert a["global_step"] == b["global_step"] == 26 * EPOCHS
+    assert a["global_step"] == b["global_step"] == STEPS_PER_EPOCH * EPOCHS
     for name, ref in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], ref, rtol=1e-5, atol=1e-6)
     ra, rb = val_elbos(reference), val_elbos(run)
@@ -107,8 +110,9 @@ def nan_at_step_30(monkeypatch: pytest.MonkeyPatch):
         out = real(vae, x, *a, **k)
         if torch.is_grad_enabled():
             calls["n"] += 1
-            if calls["n"] == 31:
-                out = {**out, "elbo": out["elbo"] * float("nan")}
+            if calls["n"] == 31:  # the loss is built from recon and kl (beta-weighted)
+                nan = float("nan")
+                out = {**out, "elbo": out["elbo"] * nan, "recon": out["recon"] * nan}
         return out
 
     monkeypatch.setattr(estimators, "elbo", elbo)

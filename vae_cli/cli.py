@@ -132,6 +132,12 @@ def train(
     precision: str = typer.Option(None, help="32-true, 16-mixed, bf16-mixed."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
+    objective: str = typer.Option(None, help="Training loss: elbo | iwae."),
+    k: int = typer.Option(None, "--k", help="Samples per example: the iwae bound's K, or the elbo average."),
+    beta: float = typer.Option(None, help="KL weight of the elbo objective (beta-VAE)."),
+    kl_warmup_steps: int = typer.Option(None, help="elbo objective: ramp beta linearly from 0 over N steps."),
+    stochastic_layers: int = typer.Option(None, help="1 | 2 (the IWAE paper's 2-layer model)."),
+    schedule: str = typer.Option(None, help="constant | iwae (Adam eps 1e-4, 3^i epochs at lr*10^(-i/7))."),
     smoke: bool = typer.Option(False, "--smoke", help="One batch of each stage; writes no files."),
     nonfinite: str = typer.Option(None, help="On a NaN/inf loss or gradient: stop | skip the update."),
     skip_grad_norm: float = typer.Option(None, help="Skip updates with a larger gradient norm (0: off)."),
@@ -259,8 +265,16 @@ def evaluate(
     rows.append(("bits/dim (ELBO)", f"{results['bpd_elbo']:.4f}"))
     if "bpd_iw" in results:
         rows.append(("bits/dim (IW)", f"{results['bpd_iw']:.4f}"))
+    if "active_units" in results:
+        per_layer = " + ".join(
+            f"{a}/{d}" for a, d in zip(results["active_units_per_layer"], results["latent_dims"], strict=True)
+        )
+        rows.append(("active units (Cov_x(E_q z) > 0.01)", per_layer))
+    rss = results.get("peak_rss_mib")
+    rows.append(("wall time / peak RSS", f"{results['wall_time_s']:.1f} s / {rss if rss else 'n/a'} MiB"))
     out.print(report.metrics_table(f"{split} set", rows))
     out.print(f"checkpoint: {ckpt}", highlight=False)
+    out.print(f"data: {results['data_protocol']}; z samples: torch seed {seed}", highlight=False)
     if not results.get("normalised", True):
         err.print("[yellow]warning:[/] Bernoulli on non-binary data (--binarize none): these "
                   "numbers are not log-likelihoods of a normalised density")  # fmt: skip

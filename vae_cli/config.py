@@ -69,6 +69,13 @@ class Config:
     # robustness (issue 7)
     nonfinite: str = "stop"  # NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip
     skip_grad_norm: float = 0.0  # > 0: also skip updates whose gradient norm exceeds this (vdvae); 0: off
+    # objective (issue 4)
+    objective: str = "elbo"  # elbo | iwae: the training loss
+    k: int = 1  # samples per example: the IW bound's K (iwae) or the ELBO average (elbo)
+    beta: float = 1.0  # weight of the KL term in the elbo objective (beta-VAE)
+    kl_warmup_steps: int = 0  # elbo objective: beta ramps linearly from 0 over these steps
+    stochastic_layers: int = 1  # 1 | 2: the IWAE paper's 1- or 2-stochastic-layer model
+    schedule: str = "constant"  # constant | iwae: learning-rate schedule and Adam settings
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
@@ -100,7 +107,29 @@ class Config:
         _choice("nonfinite", self.nonfinite, ("stop", "skip"))
         if not self.skip_grad_norm >= 0:
             raise VaeError(f"skip_grad_norm must be >= 0 (0: off), got {self.skip_grad_norm}")
+        self._validate_objective()
         return self
+
+    def _validate_objective(self) -> None:
+        from vae_cli.model import STOCHASTIC_LAYERS
+        from vae_cli.objectives import OBJECTIVES
+        from vae_cli.schedules import SCHEDULES
+
+        _choice("objective", self.objective, OBJECTIVES)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _at_least("k", self.k, 1)
+        _at_least("kl_warmup_steps", self.kl_warmup_steps, 0)
+        if not self.beta >= 0:
+            raise VaeError(f"beta must be >= 0, got {self.beta}")
+        if self.stochastic_layers not in STOCHASTIC_LAYERS:
+            raise unknown("stochastic_layers", str(self.stochastic_layers), map(str, STOCHASTIC_LAYERS))
+        if self.stochastic_layers == 2 and self.arch != "mlp":
+            raise VaeError("stochastic_layers 2 is the IWAE paper's MLP: use --arch mlp")
+        if self.objective == "iwae" and (self.beta != 1.0 or self.kl_warmup_steps):
+            raise VaeError(
+                "beta and kl_warmup_steps apply to the elbo objective only: the IWAE bound has no "
+                "separate KL term; drop them or use --objective elbo"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -63,12 +64,10 @@ class ToMainProcess(pl.Callback):
 
     PREFIX = "vae_cli/"
 
-    def _put(self, trainer: pl.Trainer, group: str, values: dict[str, float]) -> None:
+    def _put(self, trainer: pl.Trainer, group: str, values: dict[str, Any]) -> None:
+        # numbers and lists of numbers (e.g. active units per layer) both ride as tensors
         trainer.callback_metrics.update(
-            {
-                f"{self.PREFIX}{group}/{k}": torch.tensor(float(v), dtype=torch.float64)
-                for k, v in values.items()
-            }
+            {f"{self.PREFIX}{group}/{k}": torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
         )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -82,10 +81,10 @@ class ToMainProcess(pl.Callback):
         self._put(trainer, "test", getattr(pl_module, "test_results", {}))
 
     @classmethod
-    def get(cls, trainer: pl.Trainer, group: str) -> dict[str, float]:
+    def get(cls, trainer: pl.Trainer, group: str) -> dict[str, Any]:
         prefix = f"{cls.PREFIX}{group}/"
         return {
-            k.removeprefix(prefix): v.item()
+            k.removeprefix(prefix): v.item() if v.ndim == 0 else v.tolist()
             for k, v in trainer.callback_metrics.items()
             if k.startswith(prefix)
         }

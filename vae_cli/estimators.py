@@ -12,47 +12,46 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
 
-from vae_cli.model import VAE
-
-
-def float32_maths(x: Tensor) -> torch.autocast:
-    """Autocast off on x's device: density sums over many dimensions stay in float32."""
-    return torch.autocast(x.device.type, enabled=False)
+from vae_cli.model import LatentModel, float32_maths
 
 
-def elbo(vae: VAE, x: Tensor) -> dict[str, Tensor]:
-    """One reparameterised sample: ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), KL analytic."""
-    q = vae.posterior(x)
-    z = q.rsample()
-    p = vae.conditional(z)
+def elbo(vae: LatentModel, x: Tensor, analytic_kl: bool = True, k: int = 1) -> dict[str, Tensor]:
+    """ELBO = E_q[log p(x|z)] - KL(q(z|x) || p(z)), E_q by k reparameterised samples.
+
+    The KL is analytic where the model has a closed form (1 stochastic layer) and
+    analytic_kl is set; otherwise log q(z|x) - log p(z) at the same samples, which makes
+    the ELBO exactly the mean of log_weights(vae, x, k) for the same noise.
+    """
+    lat = vae.sample_posterior(x, k)
+    recon = vae.log_likelihood(x, lat.zs).mean(0)
     with float32_maths(x):
-        recon = p.log_prob(x.float())
-        kl = kl_divergence(q, vae.prior(z))
+        kl = lat.kl if analytic_kl and lat.kl is not None else (lat.log_q - vae.log_prior(lat.zs)).mean(0)
     return {"elbo": recon - kl, "recon": recon, "kl": kl}
 
 
-def log_weights(vae: VAE, x: Tensor, k: int) -> Tensor:
+def log_weights(vae: LatentModel, x: Tensor, k: int) -> Tensor:
     """log p(x|z_k) + log p(z_k) - log q(z_k|x) for k samples per example: shape (k, B).
 
     No analytic KL here: the importance weights need every term at the same sample.
     """
-    q = vae.posterior(x)
-    z = q.rsample((k,))  # (k, B, L)
-    flat = z.reshape(-1, z.shape[-1])
-    xk = x.unsqueeze(0).expand(k, *x.shape).reshape(-1, *x.shape[1:])
-    p = vae.conditional(flat)
+    lat = vae.sample_posterior(x, k)
+    log_px_z = vae.log_likelihood(x, lat.zs)
     with float32_maths(x):
-        log_px_z = p.log_prob(xk.float()).view(k, -1)
-        return log_px_z + vae.prior(z).log_prob(z) - q.log_prob(z)
+        return log_px_z + vae.log_prior(lat.zs) - lat.log_q
 
 
-def iw_bound(vae: VAE, x: Tensor, k: int, chunk: int | None = None) -> Tensor:
+def log_mean_exp(log_w: Tensor, dim: int = 0) -> Tensor:
+    """log (1/k) sum_k exp(log_w_k) along dim, in float64 whatever the input precision."""
+    return torch.logsumexp(log_w.double(), dim=dim) - math.log(log_w.shape[dim])
+
+
+def iw_bound(vae: LatentModel, x: Tensor, k: int, chunk: int | None = None) -> Tensor:
     """log (1/k) sum_k w_k, the IWAE bound (Burda et al. 2016), evaluated in chunks over k.
 
     The logsumexp of the chunk logsumexps is exactly the logsumexp over all k, so memory
-    is bounded by `chunk` samples at a time whatever k is.
+    is bounded by `chunk` samples at a time whatever k is. Differentiable: the IWAE
+    objective is its negative mean.
     """
     chunk = min(chunk or k, k)
     parts = []

@@ -10,12 +10,13 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, SumMetric
 
-from vae_cli import estimators, fastpath
+from vae_cli import activity, estimators, fastpath, model, schedules
 from vae_cli.config import Config, from_dict
 from vae_cli.data import DATASETS, bits_offset, eval_batch_index
 from vae_cli.distributed import eval_noise
 from vae_cli.likelihoods import LIKELIHOODS
-from vae_cli.model import VAE
+from vae_cli.objectives import OBJECTIVES
+from vae_cli.objectives import TERMS as OBJECTIVE_TERMS
 
 TERMS = ("elbo", "recon", "kl")
 
@@ -28,7 +29,8 @@ class VAEModule(pl.LightningModule):
         self.shape = DATASETS[self.cfg.dataset].shape
         self.dims = math.prod(self.shape)
         self.bits_offset = bits_offset(LIKELIHOODS[self.cfg.likelihood].support)
-        self.vae = VAE.from_config(self.cfg, self.shape)
+        self.vae = model.build(self.cfg, self.shape)
+        self.objective = OBJECTIVES[self.cfg.objective]
         # Evaluation settings, set by `vae eval` before trainer.test().
         self.iw_samples = 0
         self.iw_chunk = 100
@@ -42,26 +44,32 @@ class VAEModule(pl.LightningModule):
         )  # fmt: skip
         self.test_results: dict[str, float] = {}
         # Training means accumulate on the device; logged every log_every_n_steps and per epoch.
-        self.train_window = fastpath.RunningMeans(TERMS)
-        self.train_epoch = fastpath.RunningMeans(TERMS)
+        terms = OBJECTIVE_TERMS[self.cfg.objective]
+        self.train_window = fastpath.RunningMeans(terms)
+        self.train_epoch = fastpath.RunningMeans(terms)
         self.bar_metrics: dict[str, float] = {}  # the last logged window, for the progress bar
-        self.train_elbo = estimators.elbo  # torch.compile'd by setup() under --compile
+        self.objective = OBJECTIVES[self.cfg.objective]  # torch.compile'd by setup() under --compile
+        # Per-dimension sums of E_q[z|x] and its square, per stochastic layer: active units.
+        self.mu_sums = torch.nn.ModuleDict(
+            {f"z{i + 1}{sq}": activity.VectorSum(d)
+             for i, d in enumerate(self.vae.layer_dims) for sq in ("", "_sq")}
+        )  # fmt: skip
 
     def bpd(self, elbo: Tensor) -> Tensor:
         return estimators.bits_per_dim(-elbo, self.dims, self.bits_offset)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.cfg.compile:
-            # The whole ELBO rather than only the nets: it also fuses the density terms and
-            # takes the distribution objects' Python off the step (measured faster on CPU).
-            self.train_elbo = torch.compile(estimators.elbo)
+            # The whole objective rather than only the nets: it also fuses the density terms
+            # and takes the distribution objects' Python off the step (measured faster on CPU).
+            self.objective = torch.compile(self.objective)
 
     def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        out = self.train_elbo(self.vae, x)
+        loss, out = self.objective(self.vae, x, self.cfg, self.global_step)
         self.train_window.update(out)
         if fastpath.log_due(self.trainer):
-            self.log_window()
-        return -out["elbo"].mean()
+            self.log_window(out)
+        return loss
 
     def flush_window(self) -> tuple[Tensor, int] | None:
         taken = self.train_window.take()
@@ -69,7 +77,7 @@ class VAEModule(pl.LightningModule):
             self.train_epoch.add(*taken)
         return taken
 
-    def log_window(self) -> None:
+    def log_window(self, out: dict[str, Tensor]) -> None:
         """train/{elbo,recon,kl,bpd}_step: this rank's means over the examples since the last
         log, written straight to the loggers. Not self.log: every metric it registers is
         revisited by Lightning on every later step, which costs more than the step's maths."""
@@ -78,6 +86,7 @@ class VAEModule(pl.LightningModule):
             return
         metrics = self.train_means(*taken, "step")
         metrics.update({f"train/{k}": v for k, v in self.vae.likelihood.extra_metrics().items()})
+        metrics.update({f"train/{k}": v for k, v in out.items() if v.ndim == 0})  # e.g. beta
         scalars = {k: float(v) for k, v in metrics.items()}  # the one host sync per window
         self.bar_metrics = {"train/elbo": scalars["train/elbo_step"]}
         for logger in self.loggers:
@@ -123,12 +132,16 @@ class VAEModule(pl.LightningModule):
         for name, value in out.items():
             self.test_sums[name].update(value.double())
             self.test_sums[f"{name}_sq"].update(value.double() ** 2)
+        for i, mu in enumerate(self.vae.posterior_means(x)):
+            self.mu_sums[f"z{i + 1}"].update(mu)
+            self.mu_sums[f"z{i + 1}_sq"].update(mu.double() ** 2)
 
     def on_validation_epoch_start(self) -> None:
         self._private_states(self.val_metrics)
 
     def on_test_epoch_start(self) -> None:
         self._private_states(self.test_sums)
+        self._private_states(self.mu_sums)
 
     @staticmethod
     def _private_states(metrics: torch.nn.ModuleDict) -> None:
@@ -150,11 +163,23 @@ class VAEModule(pl.LightningModule):
         results["bpd_elbo"] = self.bpd(torch.tensor(results["elbo"])).item()
         if "iw" in results:
             results["bpd_iw"] = self.bpd(torch.tensor(results["iw"])).item()
+        results.update(self.active_units(n))
         self.test_results = results
-        for metric in self.test_sums.values():
+        for metric in (*self.test_sums.values(), *self.mu_sums.values()):
             metric.reset()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = list(self.parameters())
-        fused = fastpath.fused_adam_ok(params, self.cfg.strategy)
-        return torch.optim.Adam(params, lr=self.cfg.lr, fused=fused)
+    def active_units(self, n: Tensor) -> dict[str, Any]:
+        per_layer = []
+        for i in range(len(self.vae.layer_dims)):
+            var = activity.unit_variances(
+                self.mu_sums[f"z{i + 1}"].compute(), self.mu_sums[f"z{i + 1}_sq"].compute(), n
+            )
+            per_layer.append(activity.count_active(var))
+        return {
+            "active_units": sum(per_layer),
+            "active_units_per_layer": per_layer,
+            "latent_dims": list(self.vae.layer_dims),
+        }
+
+    def configure_optimizers(self) -> Any:
+        return schedules.SCHEDULES[self.cfg.schedule](self.parameters(), self.cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -271,7 +272,7 @@ def sample_images(
     z = torch.randn(n, vae.latent_dim, generator=torch.Generator().manual_seed(seed)) * temperature
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
-        dist = vae.conditional(z.to(device))
+        dist = vae.decode_prior(z.to(device))  # 2 layers: z2 -> z1 -> x
         x = dist.sample() if stochastic else dist.mean
     return to_image(x, LIKELIHOODS[module.cfg.likelihood].support).cpu()
 
@@ -358,8 +359,19 @@ def evaluate_checkpoint(
         normalised=datamodule.normalised,
         data_protocol=protocol(cfg, datamodule),
         wall_time_s=round(time.perf_counter() - start, 3),
+        peak_rss_mib=peak_rss_mib(),
     )
     return results
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far (Linux/macOS), for the eval report."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes vs KiB
 
 
 def protocol(cfg: Config, dm: VAEDataModule) -> str:
