@@ -18,6 +18,7 @@ from vae_cli.config import Config
 from vae_cli.data import TensorBatches, VAEDataModule, eval_batch_index
 from vae_cli.errors import VaeError
 from vae_cli.model import VAE
+from vae_cli.training import _tensorboard_available
 
 DDP2 = ("--strategy", "ddp", "--devices", "2", "--accelerator", "cpu")
 
@@ -34,7 +35,8 @@ def test_ddp_training_writes_one_run_directory_once(ddp_run: tuple[Path, str]):
     cwd, stdout = ddp_run
     (run,) = (cwd / "runs" / "quickstart").iterdir()  # both ranks logged into one version
     assert run.name == "version_0"
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    # one TensorBoard file, not one per rank (none where tensorboard is not installed: optional)
+    assert len(list(run.glob("events.out.tfevents.*"))) == int(_tensorboard_available())
     for name in ("config.yaml", "metrics.csv", "samples-mean.png", "elbo.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert stdout.count("training summary") == 1  # rank 1 prints nothing
