@@ -90,16 +90,6 @@ def trainer_overrides(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
-def trainer_kwargs(cfg: config_mod.Config) -> dict[str, Any]:
-    return {
-        "accelerator": cfg.accelerator,
-        "devices": cfg.devices,
-        "strategy": cfg.strategy,
-        "num_nodes": cfg.num_nodes,
-        "precision": cfg.precision,
-    }
-
-
 def fmt(x: float) -> str:
     return f"{x:.3f}"
 

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -98,23 +99,29 @@ def _torchvision(cls_name: str, folder: str, data_dir: Path) -> Splits:
 
     cls = getattr(torchvision.datasets, cls_name)
     _expect_files(cls, cls_name, folder, data_dir)
+    train, test = _open_quietly(
+        cls, data_dir,
+        missing=f"{cls_name} not found in {data_dir / folder}/raw and the download failed "
+        f"({{error}}): put the four *-ubyte.gz files there, or pass --data-dir to a folder "
+        f"that holds {folder}/raw/",
+        unwritable=f"{data_dir / folder} is not writable and torchvision must unpack the .gz "
+        f"files there: copy the folder somewhere writable and pass that as --data-dir",
+    )  # fmt: skip
+    return _nchw(train.data), _nchw(test.data)
+
+
+def _open_quietly(cls, data_dir: Path, missing: str, unwritable: str) -> tuple[Any, Any]:
+    """A torchvision dataset's train and test splits; its failures as one-line VaeErrors."""
     try:
         # torchvision prints its download attempts; the error below says what matters.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train = cls(str(data_dir), train=True, download=True)
-            test = cls(str(data_dir), train=False, download=True)
+            return cls(str(data_dir), train=True, download=True), cls(
+                str(data_dir), train=False, download=True
+            )
     except PermissionError:
-        raise VaeError(
-            f"{data_dir / folder} is not writable and torchvision must unpack the .gz files "
-            f"there: copy the folder somewhere writable and pass that as --data-dir"
-        ) from None
+        raise VaeError(unwritable) from None
     except Exception as e:
-        raise VaeError(
-            f"{cls_name} not found in {data_dir / folder}/raw and the download failed "
-            f"({type(e).__name__}): put the four *-ubyte.gz files there, or pass "
-            f"--data-dir to a folder that holds {folder}/raw/"
-        ) from None
-    return _nchw(train.data), _nchw(test.data)
+        raise VaeError(missing.format(error=type(e).__name__)) from None
 
 
 def _expect_files(cls, cls_name: str, folder: str, data_dir: Path) -> None:
@@ -172,15 +179,12 @@ def load_fashion_mnist(data_dir: Path) -> Splits:
 def load_cifar10(data_dir: Path) -> Splits:
     import torchvision
 
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train = torchvision.datasets.CIFAR10(str(data_dir), train=True, download=True)
-            test = torchvision.datasets.CIFAR10(str(data_dir), train=False, download=True)
-    except Exception as e:
-        raise VaeError(
-            f"CIFAR-10 not found in {data_dir}/cifar-10-batches-py and the download failed "
-            f"({type(e).__name__}): put cifar-10-python.tar.gz in {data_dir}"
-        ) from None
+    train, test = _open_quietly(
+        torchvision.datasets.CIFAR10, data_dir,
+        missing=f"CIFAR-10 not found in {data_dir}/cifar-10-batches-py and the download failed "
+        f"({{error}}): put cifar-10-python.tar.gz in {data_dir}",
+        unwritable=f"{data_dir} is not writable: pass --data-dir a writable folder for CIFAR-10",
+    )  # fmt: skip
     return _nchw(train.data), _nchw(test.data)
 
 
