@@ -92,20 +92,23 @@ Rate = tuple[float, float]  # (images per wall-clock second, images per CPU seco
 
 
 class StepTimer(pl.Callback):
-    """Images per second over the training steps after the first `warmup`."""
+    """Images per second over the training steps after the first `warmup` optimiser steps.
+
+    Counted in Lightning batches from the first one that starts at or after `warmup` steps:
+    a `vae train` batch carries several optimiser steps (Config.steps_per_call)."""
 
     def __init__(self, warmup: int) -> None:
-        self.warmup, self.steps, self.images = warmup, 0, 0
+        self.warmup, self.images, self.started = warmup, 0, False
         self.clock = Clock()
         self.elapsed = (0.0, 0.0)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        if self.steps == self.warmup:
+        if not self.started and trainer.global_step >= self.warmup:
+            self.started = True
             self.clock.start()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.steps += 1
-        if self.steps > self.warmup:
+        if self.started:
             b = batch[0] if isinstance(batch, list | tuple) else batch
             self.images += len(b)
             self.elapsed = self.clock.stop()

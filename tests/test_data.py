@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,16 @@ def test_missing_mnist_gives_a_clean_error(tmp_path: Path):
     dm = VAEDataModule(Config(dataset="mnist", data_dir=str(tmp_path)))
     with pytest.raises(VaeError, match=r"MNIST not found in .*MNIST/raw.*ubyte.gz"):
         dm.setup()
+
+
+@pytest.mark.parametrize("steps", [1, 3, 4])
+def test_items_of_several_steps_hold_the_same_mini_batches(steps: int):
+    """An item of `steps_per_item` steps is the concatenation of that many consecutive
+    mini-batches of the same shuffle, so the module's split gives the one-step batches."""
+    data = torch.arange(95)
+    one = list(TensorBatches(data, 10, shuffle=True, seed=3, world_size=1))
+    many = TensorBatches(data, 10, shuffle=True, seed=3, steps_per_item=steps)
+    split = [b for item in many for b in item.split(10)]
+    assert len(split) == len(one) == many.steps == 10
+    assert len(many) == math.ceil(10 / steps)
+    assert all(torch.equal(a, b) for a, b in zip(one, split, strict=True))

@@ -4,17 +4,19 @@ prior's KL and the binarisation are what they replace, and --compile trains."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae_cli import estimators, training
+from vae_cli import estimators, schedules, training
 from vae_cli.config import Config
 from vae_cli.data import to_unit_support
-from vae_cli.fastpath import RunningMeans
+from vae_cli.fastpath import RunningMeans, ThrottledRichProgressBar
 from vae_cli.priors import StandardNormal
 
 
@@ -140,3 +142,75 @@ def test_compile_trains_a_few_steps(tmp_path: Path, monkeypatch):
     assert int(rows[-1]["step"]) >= 2 or any(r.get("train/elbo_epoch") for r in rows)
     module = training.load_module(run_dir / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+# ---------------------------------------------------------------- several steps per Lightning batch
+def small_run(tmp_path: Path, name: str, **overrides) -> Config:
+    values = dict(experiment=name, dataset="digits", batch_size=50, epochs=2, latent_dim=4,
+                  hidden_dim=32, log_every_n_steps=4, runs_dir=str(tmp_path), accelerator="cpu")  # fmt: skip
+    return Config(**{**values, **overrides}).validate()
+
+
+def test_steps_per_call_changes_speed_not_training(tmp_path: Path):
+    """With static binarisation the only random draws are the z noise, drawn once per step in
+    the same order whatever steps_per_call is: 1 step or 4 steps per training_step must give
+    the same weights and the same metrics.csv, row for row."""
+    runs = {
+        s: training.fit(small_run(tmp_path, f"s{s}", binarize="static", steps_per_call=s)) for s in (1, 4)
+    }
+    a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs.values())
+    assert a["global_step"] == b["global_step"] == 2 * math.ceil((1797 - 360 - 180) / 50)
+    for (name, p), q in zip(a["state_dict"].items(), b["state_dict"].values(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+    rows_a, rows_b = (read_rows(r / "metrics.csv") for r in runs.values())
+    assert [(r["epoch"], r["step"]) for r in rows_a] == [(r["epoch"], r["step"]) for r in rows_b]
+    for x, y in zip(rows_a, rows_b, strict=True):
+        logged = [k for k in x if k.startswith(("train/", "val/")) and x[k]]
+        assert logged == [k for k in y if k.startswith(("train/", "val/")) and y[k]]
+        assert [float(y[k]) for k in logged] == pytest.approx([float(x[k]) for k in logged], rel=1e-5)
+
+
+def test_max_steps_stops_inside_a_multi_step_batch(tmp_path: Path):
+    run_dir = training.fit(small_run(tmp_path, "maxsteps", max_steps=10, steps_per_call=8))
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 10
+
+
+class LearningRates(pl.Callback):
+    """(epoch, lr) of every optimiser step, read just before the update."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, float]] = []
+
+    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
+        self.seen.append((trainer.current_epoch, optimizer.param_groups[0]["lr"]))
+
+
+def test_epoch_schedule_is_stepped_and_survives_a_resume(tmp_path: Path):
+    """Manual optimisation leaves the scheduler to the module: the IWAE schedule's rate must be
+    lr * 10^(-i/7) in every epoch of stage i (epoch 0: i=0; 1-3: i=1; 4: i=2), also after a
+    resume at an epoch boundary."""
+    cfg = small_run(tmp_path, "sched", schedule="iwae", epochs=2)
+    first = LearningRates()
+    run_dir = training.fit(cfg, callbacks=[first])
+    resumed = LearningRates()
+    training.fit(dataclasses.replace(cfg, epochs=5), resume=run_dir, callbacks=[resumed])
+    seen = first.seen + resumed.seen
+    assert sorted({e for e, _ in seen}) == [0, 1, 2, 3, 4]
+    for epoch, lr in seen:
+        assert lr == pytest.approx(cfg.lr * schedules.iwae_lr_factor(epoch), rel=1e-9), epoch
+    assert schedules.iwae_lr_factor(4) < schedules.iwae_lr_factor(1) < 1.0  # three stages seen
+
+
+def test_progress_bar_counts_optimiser_steps(tmp_path: Path):
+    """The bar's total is the epoch's optimiser steps (26), not Lightning's batches (4)."""
+    seen: list[tuple[float, int]] = []
+
+    class Total(pl.Callback):
+        def on_train_epoch_end(self, trainer, module) -> None:
+            bar = trainer.progress_bar_callback
+            assert isinstance(bar, ThrottledRichProgressBar)
+            seen.append((bar.total_train_batches, trainer.num_training_batches))
+
+    training.fit(small_run(tmp_path, "bar", epochs=1, steps_per_call=8), callbacks=[Total()])
+    assert seen == [(math.ceil((1797 - 360 - 180) / 50), 4)]

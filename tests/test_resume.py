@@ -171,3 +171,34 @@ def test_runs_started_together_get_their_own_folders(tmp_path: Path):
     with ThreadPoolExecutor(8) as pool:
         versions = list(pool.map(lambda _: claim_version(tmp_path / "exp"), range(16)))
     assert sorted(versions) == list(range(1, 17))
+
+
+@pytest.mark.parametrize("skip_grad_norm", [0.0, 1000.0], ids=["finiteness-check", "norm-check"])
+def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(skip_grad_norm: float):
+    """Both detection paths (the fused finiteness check, and the norm when a threshold is
+    set) see one NaN among many gradients; a large finite norm is skipped in either mode."""
+    from vae_cli.guards import NonFiniteError, NonFiniteGuard
+
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in ((200, 784), (200,), (3, 3))]
+    opt = torch.optim.SGD(params, lr=0.1)
+    loss = torch.tensor(1.5)
+
+    def grads(bad: float) -> None:
+        for p in params:
+            p.grad = torch.ones_like(p)
+        params[1].grad[7] = bad
+
+    grads(1.0)
+    NonFiniteGuard("stop", skip_grad_norm).check(loss, opt, "step 3", lambda: "kept")
+    assert all(p.grad is not None for p in params)  # a good update is left alone
+    grads(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient.* at step 3: .*; kept"):
+        NonFiniteGuard("stop", skip_grad_norm).check(loss, opt, "step 3", lambda: "kept")
+    guard = NonFiniteGuard("skip", skip_grad_norm)
+    guard.check(loss, opt, "step 3", lambda: "kept")
+    assert guard.skipped == 1 and all(p.grad is None for p in params)
+    if skip_grad_norm:
+        grads(1e6)  # finite, but the norm is far above the threshold
+        guard = NonFiniteGuard("stop", skip_grad_norm)
+        guard.check(loss, opt, "step 3", lambda: "kept")
+        assert guard.skipped == 1 and all(p.grad is None for p in params)

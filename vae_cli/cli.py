@@ -63,6 +63,9 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # About self.log's step cadence, counted in Lightning batches; the training means are
+    # logged by the module every log_every_n_steps optimiser steps (fastpath.log_due).
+    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
 
 @app.callback()
@@ -122,6 +125,7 @@ def train(
     precision: str = typer.Option(None, help="32-true, 16-mixed, bf16-mixed."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
+    steps_per_call: int = typer.Option(None, help="Optimiser steps per Lightning batch [default: 8]."),
     objective: str = typer.Option(None, help="Training loss: elbo | iwae."),
     k: int = typer.Option(None, "--k", help="Samples per example: the iwae bound's K, or the elbo average."),
     beta: float = typer.Option(None, help="KL weight of the elbo objective (beta-VAE)."),

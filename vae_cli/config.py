@@ -66,6 +66,9 @@ class Config:
     runs_dir: str = "runs"
     # speed (issue 6)
     compile: bool = False  # torch.compile the training ELBO
+    # optimiser steps per Lightning training_step (Keras's steps_per_execution): Lightning's
+    # per-batch bookkeeping is paid once per this many steps; see docs/performance.md
+    steps_per_call: int = 8
     # robustness (issue 7)
     nonfinite: str = "stop"  # NaN/inf loss or gradient: stop (keep the last good checkpoint) | skip
     skip_grad_norm: float = 0.0  # > 0: also skip updates whose gradient norm exceeds this (vdvae); 0: off
@@ -91,7 +94,7 @@ class Config:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("accelerator", self.accelerator, ACCELERATORS)
         for name in ("batch_size", "latent_dim", "hidden_dim", "num_nodes", "log_every_n_steps",
-                     "mixture_components"):  # fmt: skip
+                     "mixture_components", "steps_per_call"):  # fmt: skip
             _at_least(name, getattr(self, name), 1)
         _at_least("epochs", self.epochs, 0)
         if self.devices == 0 or self.devices < -1:

@@ -247,6 +247,10 @@ class TensorBatches:
     Evaluation shards whole fixed batches (batch b is examples [bB, (b+1)B), rank r takes
     b = r, r+W, ...), so every batch, and the noise seeded from its index, is the same
     whatever the world size W: see eval_batch_index.
+
+    Training yields `steps_per_item` consecutive mini-batches of the shuffle as one tensor
+    (the module splits it and takes one optimiser step per mini-batch): the mini-batches are
+    the same for any steps_per_item, only Lightning sees fewer, larger items.
     """
 
     def __init__(
@@ -258,8 +262,10 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch_fn: Callable[[], int] = lambda: 0,
+        steps_per_item: int = 1,
     ) -> None:
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
+        self.item_size = batch_size * steps_per_item if shuffle else batch_size
         self.seed, self.rank, self.world_size, self.epoch_fn = seed, rank, world_size, epoch_fn
 
     def _indices(self) -> Tensor:
@@ -276,8 +282,15 @@ class TensorBatches:
 
     def __len__(self) -> int:
         if self.shuffle:
-            return math.ceil(len(self.data) // self.world_size / self.batch_size)
+            return math.ceil(len(self.data) // self.world_size / self.item_size)
         return len(self._eval_starts())
+
+    @property
+    def steps(self) -> int:
+        """Mini-batches per pass on this rank (more than len() when items hold several)."""
+        if self.shuffle:
+            return math.ceil(len(self.data) // self.world_size / self.batch_size)
+        return len(self)
 
     def __iter__(self) -> Iterator[Tensor]:
         if not self.shuffle:
@@ -290,9 +303,9 @@ class TensorBatches:
             (self._resume[1], None) if self._resume and self._resume[0] == epoch else (0, None)
         )
         self._position = (epoch, skip)
-        for i, start in enumerate(range(skip * self.batch_size, len(idx), self.batch_size), start=skip + 1):
+        for i, start in enumerate(range(skip * self.item_size, len(idx), self.item_size), start=skip + 1):
             self._position = (epoch, i)  # counted before the yield: the batch is then in use
-            yield self.data[idx[start : start + self.batch_size]]
+            yield self.data[idx[start : start + self.item_size]]
 
     # Lightning's stateful-iterable protocol: the fit loop saves state_dict() in every
     # checkpoint and calls load_state_dict() before iter() on resume, so a run resumed
@@ -385,6 +398,7 @@ class VAEDataModule(pl.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=world,
             epoch_fn=lambda: trainer.current_epoch if trainer else 0,
+            steps_per_item=self.cfg.steps_per_call,
         )
 
     def train_dataloader(self) -> TensorBatches:

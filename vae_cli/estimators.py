@@ -23,11 +23,21 @@ def elbo(vae: LatentModel, x: Tensor, analytic_kl: bool = True, k: int = 1) -> d
     analytic_kl is set; otherwise log q(z|x) - log p(z) at the same samples, which makes
     the ELBO exactly the mean of log_weights(vae, x, k) for the same noise.
     """
-    lat = vae.sample_posterior(x, k)
-    recon = vae.log_likelihood(x, lat.zs).mean(0)
+    lat = vae.sample_posterior(x, k, log_q=not analytic_kl)
+    recon = sample_mean(vae.log_likelihood(x, lat.zs))
     with float32_maths(x):
-        kl = lat.kl if analytic_kl and lat.kl is not None else (lat.log_q - vae.log_prior(lat.zs)).mean(0)
+        if analytic_kl and lat.kl is not None:
+            kl = lat.kl
+        else:
+            assert lat.log_q is not None
+            kl = sample_mean(lat.log_q - vae.log_prior(lat.zs))
     return {"elbo": recon - kl, "recon": recon, "kl": kl}
+
+
+def sample_mean(values: Tensor) -> Tensor:
+    """Mean over the leading k-samples axis; a view for k = 1 (no kernel, no backward node:
+    the common training case, where this runs every step)."""
+    return values.squeeze(0) if values.shape[0] == 1 else values.mean(0)
 
 
 def log_weights(vae: LatentModel, x: Tensor, k: int) -> Tensor:
@@ -36,6 +46,7 @@ def log_weights(vae: LatentModel, x: Tensor, k: int) -> Tensor:
     No analytic KL here: the importance weights need every term at the same sample.
     """
     lat = vae.sample_posterior(x, k)
+    assert lat.log_q is not None
     log_px_z = vae.log_likelihood(x, lat.zs)
     with float32_maths(x):
         return log_px_z + vae.log_prior(lat.zs) - lat.log_q

@@ -70,14 +70,23 @@ def batch_size(x: Tensor) -> int:
     return int(x.shape[0])
 
 
-def log_due(trainer: pl.Trainer) -> bool:
-    """True on the steps at which Lightning writes logged values to the loggers.
+def log_due(trainer: pl.Trainer, every_n_steps: int) -> bool:
+    """True on the steps whose training means are written to the loggers.
 
-    Called from training_step, before the optimizer step: `global_step` then counts the steps
-    already taken, and Lightning writes when (steps taken + 1) is a multiple of N.
+    Called before the optimizer step: `global_step` then counts the steps already taken, and
+    (as Lightning does for self.log) a log is due when (steps taken + 1) is a multiple of N.
     """
-    n = trainer.log_every_n_steps
-    return bool(trainer.fast_dev_run) or (n > 0 and (trainer.global_step + 1) % n == 0)
+    return bool(trainer.fast_dev_run) or (trainer.global_step + 1) % every_n_steps == 0
+
+
+def align_logger_step(trainer: pl.Trainer) -> None:
+    """Lightning writes self.log'd values (val/*, train/*_epoch) at the step
+    `fit_loop.epoch_loop._batches_that_stepped`, which it advances by one per training batch.
+    With several optimiser steps per batch that counter falls behind global_step; set it to
+    what one step per batch gives (Lightning adds the 1 after this batch's hooks), so every
+    row of metrics.csv and TensorBoard shares one step axis. The counter is private (no
+    public setter exists); tests/test_fast_path.py checks the rows' steps."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
 
 
 class ThrottledRichProgressBar(RichProgressBar):
@@ -93,12 +102,19 @@ class ThrottledRichProgressBar(RichProgressBar):
         self.interval = interval
         self._last_draw = -float("inf")
 
+    @property
+    def total_train_batches(self) -> int | float:
+        """Optimiser steps per epoch: a Lightning batch carries steps_per_call of them."""
+        return getattr(self.trainer.train_dataloader, "steps", super().total_train_batches)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        steps = getattr(pl_module.cfg, "steps_per_call", 1)
+        done = min((batch_idx + 1) * steps, self.total_train_batches)  # steps this epoch
         now = time.monotonic()
-        if now - self._last_draw < self.interval and batch_idx + 1 != self.total_train_batches:
+        if now - self._last_draw < self.interval and done != self.total_train_batches:
             return
         self._last_draw = now
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, int(done) - 1)
 
     def get_metrics(self, trainer, pl_module) -> dict:
         # The training means go to the loggers directly (see VAEModule.log_window), so the

@@ -57,7 +57,8 @@ class TwoLayerVAE(nn.Module):
         """p(x|z1) for z1 of shape (N, z1_dim)."""
         return self.likelihood(self.decoder(z1).float())
 
-    def sample_posterior(self, x: Tensor, k: int) -> Latents:
+    def sample_posterior(self, x: Tensor, k: int, log_q: bool = True) -> Latents:
+        """log q is always returned: without a closed-form KL every estimator needs it."""
         q1 = diagonal_gaussian(self.encoder(self.likelihood.encoder_input(x)))
         z1 = q1.rsample((k,))  # (k, B, L1)
         q2 = diagonal_gaussian(self.encoder2(z1))

@@ -4,7 +4,7 @@ Two models, picked by `stochastic_layers`: the 1-layer VAE and the IWAE paper's
 2-stochastic-layer model (`vae_cli.hierarchical`). The estimators only use the methods both
 share, so the ELBO and the importance-weighted bound work for either:
 
-    sample_posterior(x, k) -> Latents   k reparameterised draws of every latent layer, log q
+    sample_posterior(x, k, log_q) -> Latents  k reparameterised draws of every layer, log q
     log_prior(zs)          -> (k, B)    log p(z) of the whole latent hierarchy
     log_likelihood(x, zs)  -> (k, B)    log p(x | bottom layer)
     posterior_means(x)     -> per-layer E_q[z|x], for active units
@@ -31,7 +31,7 @@ from vae_cli.priors import StandardNormal
 @dataclass(frozen=True)
 class Latents:
     zs: tuple[Tensor, ...]  # one (k, B, L_i) draw per stochastic layer, bottom (nearest x) first
-    log_q: Tensor  # (k, B): log q(all layers | x) at those draws
+    log_q: Tensor | None  # (k, B): log q(all layers | x) at those draws; None if not asked for
     kl: Tensor | None  # (B,): KL(q || p) in closed form where one exists, else None
 
 
@@ -41,7 +41,7 @@ class LatentModel(Protocol):
     latent_dim: int
     layer_dims: tuple[int, ...]
 
-    def sample_posterior(self, x: Tensor, k: int) -> Latents: ...
+    def sample_posterior(self, x: Tensor, k: int, log_q: bool = True) -> Latents: ...
     def log_prior(self, zs: tuple[Tensor, ...]) -> Tensor: ...
     def log_likelihood(self, x: Tensor, zs: tuple[Tensor, ...]) -> Tensor: ...
     def posterior_means(self, x: Tensor) -> tuple[Tensor, ...]: ...
@@ -103,10 +103,12 @@ class VAE(nn.Module):
         """p(x|z) for z of shape (N, latent)."""
         return self.likelihood(self.decoder(z).float())
 
-    def sample_posterior(self, x: Tensor, k: int) -> Latents:
+    def sample_posterior(self, x: Tensor, k: int, log_q: bool = True) -> Latents:
+        """log_q=False when the caller uses the closed-form KL: the training ELBO then
+        builds no log q(z|x) graph it would not use."""
         q = self.posterior(x)
         z = q.rsample((k,))
-        return Latents((z,), q.log_prob(z), kl_divergence(q, self.prior(x)))
+        return Latents((z,), q.log_prob(z) if log_q else None, kl_divergence(q, self.prior(x)))
 
     def log_prior(self, zs: tuple[Tensor, ...]) -> Tensor:
         return self.prior(zs[0]).log_prob(zs[0])

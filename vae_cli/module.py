@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, SumMetric
 
-from vae_cli import activity, estimators, fastpath, model, schedules
+from vae_cli import activity, estimators, fastpath, guards, model, schedules
 from vae_cli.config import Config, from_dict
 from vae_cli.data import DATASETS, bits_offset, eval_batch_index
 from vae_cli.distributed import eval_noise
@@ -19,11 +19,13 @@ from vae_cli.objectives import OBJECTIVES
 from vae_cli.objectives import TERMS as OBJECTIVE_TERMS
 
 TERMS = ("elbo", "recon", "kl")
+GUARD_KEY = "vae_cli_nonfinite_guard"
 
 
 class VAEModule(pl.LightningModule):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
+        self.automatic_optimization = False  # several steps per training_step: see there
         self.save_hyperparameters()  # the resolved config travels inside every checkpoint
         self.cfg: Config = from_dict(config)
         self.shape = DATASETS[self.cfg.dataset].shape
@@ -31,6 +33,8 @@ class VAEModule(pl.LightningModule):
         self.bits_offset = bits_offset(LIKELIHOODS[self.cfg.likelihood].support)
         self.vae = model.build(self.cfg, self.shape)
         self.objective = OBJECTIVES[self.cfg.objective]
+        self.guard = guards.NonFiniteGuard(self.cfg.nonfinite, self.cfg.skip_grad_norm)
+        self.step_loss = torch.zeros(())  # the loss of the step being taken, for the guard
         # Evaluation settings, set by `vae eval` before trainer.test().
         self.iw_samples = 0
         self.iw_chunk = 100
@@ -64,12 +68,39 @@ class VAEModule(pl.LightningModule):
             # and takes the distribution objects' Python off the step (measured faster on CPU).
             self.objective = torch.compile(self.objective)
 
-    def training_step(self, x: Tensor, batch_idx: int) -> Tensor:
-        loss, out = self.objective(self.vae, x, self.cfg, self.global_step)
-        self.train_window.update(out)
-        if fastpath.log_due(self.trainer):
-            self.log_window(out)
-        return loss
+    def training_step(self, chunk: Tensor, batch_idx: int) -> None:
+        """One optimiser step per mini-batch of the chunk (`steps_per_call` of them; see
+        data.TensorBatches), so Lightning's per-batch loop runs once per chunk. The steps go
+        through Lightning's optimizer wrapper and manual_backward: precision plugins, DDP's
+        gradient sync, the optimizer hooks and global_step work as under automatic
+        optimisation, in the same order (step, zero_grad, backward, update)."""
+        trainer = self.trainer
+        opt = self.optimizers()
+        schedules.catch_up(trainer.lr_scheduler_configs, self.current_epoch)
+        for x in chunk.split(self.cfg.batch_size):
+            loss, out = self.objective(self.vae, x, self.cfg, self.global_step)
+            self.train_window.update(out)
+            if fastpath.log_due(trainer, self.cfg.log_every_n_steps):
+                self.log_window(out)
+            opt.zero_grad(set_to_none=True)
+            self.step_loss = loss
+            self.manual_backward(loss)
+            opt.step()
+            if 0 < trainer.max_steps <= self.global_step:
+                break
+        fastpath.align_logger_step(trainer)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        where = f"step {self.global_step} (epoch {self.current_epoch})"
+        ckpt = self.trainer.checkpoint_callback
+        kept = lambda: guards.kept_checkpoint(getattr(ckpt, "dirpath", None))  # noqa: E731
+        self.guard.check(self.step_loss, optimizer, where, kept)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[GUARD_KEY] = self.guard.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.guard.load_state_dict(checkpoint.get(GUARD_KEY, {}))
 
     def flush_window(self) -> tuple[Tensor, int] | None:
         taken = self.train_window.take()

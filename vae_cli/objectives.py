@@ -42,7 +42,8 @@ def elbo_objective(vae, x: Tensor, cfg: Config, step: int) -> tuple[Tensor, dict
     always the true ELBO (beta 1), so runs with different beta stay comparable."""
     out = estimators.elbo(vae, x, k=cfg.k)  # the paper's "VAE, k samples": k-sample average
     beta = kl_weight(cfg.beta, cfg.kl_warmup_steps, step)
-    loss = -(out["recon"] - beta * out["kl"]).mean()
+    weighted = out["elbo"] if beta == 1.0 else out["recon"] - beta * out["kl"]
+    loss = -weighted.mean()
     return loss, {**out, "beta": torch.tensor(beta)}
 
 

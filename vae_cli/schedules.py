@@ -39,6 +39,20 @@ def iwae_lr_factor(epoch: int) -> float:
     return 10 ** (-iwae_stage(epoch) / 7)
 
 
+def catch_up(scheduler_configs: list[Any], epoch: int) -> None:
+    """Step each epoch-interval scheduler until it has seen `epoch` epochs.
+
+    Under manual optimisation (VAEModule takes several steps per training_step) Lightning
+    leaves scheduler stepping to the module. Catching up to the trainer's epoch at each
+    training_step, rather than stepping at an epoch end, is also right after a resume,
+    mid-epoch or at a boundary, because the scheduler's own count is in the checkpoint."""
+    for config in scheduler_configs:
+        if config.interval != "epoch":
+            raise NotImplementedError("VAEModule steps epoch-interval schedulers only")
+        while config.scheduler.last_epoch < epoch:
+            config.scheduler.step()
+
+
 def adam(params: Iterable[torch.nn.Parameter], cfg: Config, **kwargs: Any) -> torch.optim.Adam:
     """Adam, fused where torch supports it for these parameters (measured 2x faster a step)."""
     params = list(params)

@@ -22,7 +22,6 @@ from vae_cli.data import VAEDataModule, to_image
 from vae_cli.distributed import RankSeed, ToMainProcess
 from vae_cli.errors import VaeError, lightning_rejected
 from vae_cli.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
-from vae_cli.guards import NonFiniteGuard
 from vae_cli.likelihoods import LIKELIHOODS
 from vae_cli.module import VAEModule
 from vae_cli.resume import (
@@ -153,7 +152,6 @@ def _fit_logged(
     console: Console,
     callbacks: list[pl.Callback],
 ) -> Path:
-    guard = NonFiniteGuard(cfg.nonfinite, cfg.skip_grad_norm, run_dir / runs.CHECKPOINTS)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / runs.CHECKPOINTS, filename="best", monitor="val/elbo", mode="max",
         save_last=True, save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
@@ -168,7 +166,6 @@ def _fit_logged(
             RngState(),
             EpochSums(),
             GracefulStop(run_dir / runs.CHECKPOINTS),
-            guard,
             ThrottledRichProgressBar(),
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
@@ -190,9 +187,9 @@ def _fit_logged(
     if not trainer.is_global_zero:
         return run_dir
     finish_run(module, run_dir, checkpoints, wall, trainer, console)
-    if guard.skipped:
+    if module.guard.skipped:
         console.print(
-            f"[yellow]warning:[/] skipped {guard.skipped} update(s) with a non-finite or too large "
+            f"[yellow]warning:[/] skipped {module.guard.skipped} update(s) with a non-finite or too large "
             f"gradient (nonfinite={cfg.nonfinite}, skip_grad_norm={cfg.skip_grad_norm})"
         )
     return run_dir
