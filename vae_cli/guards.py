@@ -1,10 +1,12 @@
-"""Numerical faults: a non-finite loss or gradient never reaches the weights or a checkpoint.
+"""Numerical faults: a non-finite loss or gradient stops training (or is skipped) and never
+reaches a checkpoint.
 
 `nonfinite: stop` (default) ends training with an error naming the step; the checkpoints on
 disk are the last good ones, because nothing is saved after the fault (and
 `resume.AtomicCheckpointIO` refuses non-finite weights anyway). `nonfinite: skip` drops the
 update instead, as vdvae does; `skip_grad_norm: G > 0` also drops updates whose gradient
 norm exceeds G (vdvae's `skip_threshold`), which catches the spikes that precede a NaN.
+What is checked on each step, and why stop mode reads only the loss: `NonFiniteGuard.check`.
 
 VAEModule calls `NonFiniteGuard.check` from its on_before_optimizer_step hook: after
 backward (and after a precision plugin unscaled the gradients), before the update. Clearing
@@ -39,7 +41,7 @@ def grad_norm(grads: list[Tensor]) -> Tensor:
 
 
 def any_nonfinite(grads: list[Tensor]) -> Tensor:
-    """1.0 if any gradient holds a NaN or inf, else 0.0, without a host sync.
+    """1.0 if any tensor holds a NaN or inf, else 0.0, without a host sync.
 
     GradScaler's fused check (with a scale of 1, so the gradients are left unchanged): one
     kernel launch for all tensors, about half the time of computing their norm on the CPU.
@@ -77,8 +79,21 @@ class NonFiniteGuard:
     ) -> None:
         """Clear the gradients (skip) or raise NonFiniteError (stop) on a bad update.
 
-        `where` names the step for the message, `kept` says which checkpoint survives."""
+        `where` names the step for the message, `kept` says which checkpoint survives.
+
+        With the defaults (stop, no norm threshold) only the loss, a scalar, is checked. A
+        non-finite gradient behind a finite loss then turns the weights non-finite, which
+        makes the next step's loss non-finite, and training stops there; no checkpoint can be
+        written in between, because AtomicCheckpointIO refuses non-finite weights. Reading
+        every gradient costs 0.1-0.2 ms of a 3.4 ms batch-100 MNIST step on the CPU (it is
+        memory-bound: 4 MB of gradients), so it is done only where an update must be dropped
+        before it happens: in skip mode and when a norm threshold is set.
+        """
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        if self.mode == "stop" and self.skip_grad_norm == 0:
+            if not bool(loss.detach().isfinite()):
+                raise NonFiniteError(self._message(f"loss ({float(loss.detach())})", params, where, kept))
+            return
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
@@ -100,8 +115,19 @@ class NonFiniteGuard:
             what = f"loss ({float(loss.detach())})"
         else:
             what = "gradient" + (f" (norm {float(norm)})" if norm is not None else "")
-        raise NonFiniteError(
-            f"non-finite {what} at {where}: training stopped before the update; {kept()}. "
+        raise NonFiniteError(self._message(what, params, where, kept))
+
+    @staticmethod
+    def _message(what: str, params: list[Tensor], where: str, kept: Callable[[], str]) -> str:
+        # Only on the way out, so this scan of the weights costs nothing in a healthy run.
+        earlier = bool(any_nonfinite([p.detach() for p in params]))
+        cause = (
+            " (the weights were already non-finite: the previous step's gradient was, behind a finite loss)"
+            if earlier
+            else ""
+        )
+        return (
+            f"non-finite {what} at {where}{cause}: training stopped before the update; {kept()}. "
             f"Lower --lr, or pass --nonfinite skip to skip such updates"
         )
 

@@ -68,16 +68,16 @@ class VAEModule(pl.LightningModule):
             # and takes the distribution objects' Python off the step (measured faster on CPU).
             self.objective = torch.compile(self.objective)
 
-    def training_step(self, chunk: Tensor, batch_idx: int) -> None:
-        """One optimiser step per mini-batch of the chunk (`steps_per_call` of them; see
-        data.TensorBatches), so Lightning's per-batch loop runs once per chunk. The steps go
+    def training_step(self, batches: tuple[Tensor, ...], batch_idx: int) -> None:
+        """One optimiser step per mini-batch (`steps_per_call` of them: see
+        data.TensorBatches), so Lightning's per-batch loop runs once per several. The steps go
         through Lightning's optimizer wrapper and manual_backward: precision plugins, DDP's
         gradient sync, the optimizer hooks and global_step work as under automatic
         optimisation, in the same order (step, zero_grad, backward, update)."""
         trainer = self.trainer
         opt = self.optimizers()
         schedules.catch_up(trainer.lr_scheduler_configs, self.current_epoch)
-        for x in chunk.split(self.cfg.batch_size):
+        for x in batches:
             loss, out = self.objective(self.vae, x, self.cfg, self.global_step)
             self.train_window.update(out)
             if fastpath.log_due(trainer, self.cfg.log_every_n_steps):
