@@ -67,6 +67,7 @@ ROWS = [
     ("batch-size", "train --batch-size -5", "batch_size must be >= 1, got -5"),
     ("latent-dim", "train --latent-dim 0", "latent_dim must be >= 1, got 0"),
     ("k-zero", "train --k 0", "k must be >= 1, got 0"),
+    ("steps-per-call", "train --steps-per-call 0", "steps_per_call must be >= 1, got 0"),
     ("iw-samples", "eval {run} -k -1", "--iw-samples must be >= 0 and --chunk >= 1"),
     ("skip-grad-norm", "train --skip-grad-norm -1", "skip_grad_norm must be >= 0 (0: off), got -1.0"),
     (
