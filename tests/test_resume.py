@@ -101,31 +101,44 @@ def train_in_process(tmp_path: Path, *args: str):
     return runner.invoke(app, [*TRAIN[:3], "--epochs", "2", "--runs-dir", str(tmp_path / "runs"), *args])
 
 
-@pytest.fixture
-def nan_at_step_30(monkeypatch: pytest.MonkeyPatch):
-    """The ELBO of the 31st training batch is NaN (epoch 1; epoch 0's checkpoint exists)."""
+def poison_31st_training_elbo(monkeypatch: pytest.MonkeyPatch, poison) -> None:
+    """Apply `poison` to the ELBO terms of the 31st training batch (epoch 1; epoch 0's
+    checkpoint exists)."""
     real, calls = estimators.elbo, {"n": 0}
 
     def elbo(vae, x, *a, **k):
         out = real(vae, x, *a, **k)
         if torch.is_grad_enabled():
             calls["n"] += 1
-            if calls["n"] == 31:  # the loss is built from recon and kl (beta-weighted)
-                nan = float("nan")
-                out = {**out, "elbo": out["elbo"] * nan, "recon": out["recon"] * nan}
+            if calls["n"] == 31:
+                out = poison(out)
         return out
 
     monkeypatch.setattr(estimators, "elbo", elbo)
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(nan_at_step_30, tmp_path: Path):
-    result = train_in_process(tmp_path)
+@pytest.fixture
+def nan_at_step_30(monkeypatch: pytest.MonkeyPatch):
+    """The loss of the 31st training batch is NaN (it is built from recon and kl, or the elbo)."""
+    nan = float("nan")
+    poison_31st_training_elbo(
+        monkeypatch, lambda out: {**out, "elbo": out["elbo"] * nan, "recon": out["recon"] * nan}
+    )
+
+
+def assert_stopped_with_epoch_0_kept(result, message: str, tmp_path: Path) -> None:
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and type(result.exception) is SystemExit, result.output
-    assert "non-finite loss (nan) at step 30 (epoch 1): training stopped before the update" in text
+    assert message in text
     state = last(tmp_path / "runs" / "quickstart" / "version_0")
     assert state["global_step"] == 26  # epoch 0's checkpoint, untouched
     assert all(torch.isfinite(t).all() for t in state["state_dict"].values())
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(nan_at_step_30, tmp_path: Path):
+    result = train_in_process(tmp_path)
+    message = "non-finite loss (nan) at step 30 (epoch 1): training stopped before the update"
+    assert_stopped_with_epoch_0_kept(result, message, tmp_path)
 
 
 def test_nan_skip_drops_the_update_and_finishes(nan_at_step_30, tmp_path: Path):
@@ -212,29 +225,20 @@ def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(mode: str, skip
 @pytest.fixture
 def nan_gradient_at_step_30(monkeypatch: pytest.MonkeyPatch):
     """The 31st training batch has a finite loss but NaN gradients (epoch 1)."""
-    real, calls = estimators.elbo, {"n": 0}
 
-    def elbo(vae, x, *a, **k):
-        out = real(vae, x, *a, **k)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] == 31:
-                out["elbo"].register_hook(lambda g: g * float("nan"))
+    def poison(out):
+        out["elbo"].register_hook(lambda g: g * float("nan"))
         return out
 
-    monkeypatch.setattr(estimators, "elbo", elbo)
+    poison_31st_training_elbo(monkeypatch, poison)
 
 
 def test_nan_gradient_behind_a_finite_loss_stops_at_the_next_step(nan_gradient_at_step_30, tmp_path: Path):
     """The default guard reads only the loss: the NaN gradient reaches the weights in memory,
     the next loss is NaN, and training stops there with the last good checkpoint kept."""
     result = train_in_process(tmp_path)
-    text = " ".join(result.output.split())
-    assert result.exit_code == 2 and type(result.exception) is SystemExit, result.output
-    assert "non-finite loss (nan) at step 31 (epoch 1) (the weights were already non-finite" in text
-    state = last(tmp_path / "runs" / "quickstart" / "version_0")
-    assert state["global_step"] == 26  # epoch 0's checkpoint, untouched
-    assert all(torch.isfinite(t).all() for t in state["state_dict"].values())
+    message = "non-finite loss (nan) at step 31 (epoch 1) (the weights were already non-finite"
+    assert_stopped_with_epoch_0_kept(result, message, tmp_path)
 
 
 def test_nan_gradient_is_skipped_in_skip_mode(nan_gradient_at_step_30, tmp_path: Path):
