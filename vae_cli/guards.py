@@ -89,11 +89,16 @@ class NonFiniteGuard:
         memory-bound: 4 MB of gradients), so it is done only where an update must be dropped
         before it happens: in skip mode and when a norm threshold is set.
         """
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+
+        def all_params() -> list[Tensor]:  # built only where used: the default path needs none
+            return [p for group in optimizer.param_groups for p in group["params"]]
+
         if self.mode == "stop" and self.skip_grad_norm == 0:
             if not bool(loss.detach().isfinite()):
-                raise NonFiniteError(self._message(f"loss ({float(loss.detach())})", params, where, kept))
+                what = f"loss ({float(loss.detach())})"
+                raise NonFiniteError(self._message(what, all_params(), where, kept))
             return
+        params = all_params()
         grads = [p.grad for p in params if p.grad is not None]
         if not grads:
             return
