@@ -265,7 +265,8 @@ class TensorBatches:
         steps_per_item: int = 1,
     ) -> None:
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
-        self.item_size = batch_size * steps_per_item if shuffle else batch_size
+        self.steps_per_item = steps_per_item if shuffle else 1
+        self.item_size = batch_size * self.steps_per_item
         self.seed, self.rank, self.world_size, self.epoch_fn = seed, rank, world_size, epoch_fn
 
     def _indices(self) -> Tensor:
@@ -282,7 +283,7 @@ class TensorBatches:
 
     def __len__(self) -> int:
         if self.shuffle:
-            return math.ceil(len(self.data) // self.world_size / self.item_size)
+            return math.ceil(self.steps / self.steps_per_item)
         return len(self._eval_starts())
 
     @property
@@ -290,7 +291,7 @@ class TensorBatches:
         """Mini-batches per pass on this rank (more than len() when items hold several)."""
         if self.shuffle:
             return math.ceil(len(self.data) // self.world_size / self.batch_size)
-        return len(self)
+        return len(self._eval_starts())
 
     def __iter__(self) -> Iterator[Tensor]:
         if not self.shuffle:

@@ -126,7 +126,7 @@ class ThrottledRichProgressBar(RichProgressBar):
         return getattr(self.trainer.train_dataloader, "steps", super().total_train_batches)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        steps = getattr(pl_module.cfg, "steps_per_call", 1)
+        steps = getattr(trainer.train_dataloader, "steps_per_item", 1)
         done = min((batch_idx + 1) * steps, self.total_train_batches)  # steps this epoch
         now = time.monotonic()
         if now - self._last_draw < self.interval and done != self.total_train_batches:
