@@ -3,7 +3,7 @@
 One process, one run, every measurement interleaved (variants and batch sizes rotate within
 each repeat, so a burst of load from elsewhere hits all of them alike), medians over repeats:
 
-  (0) vae train            vae_cli.training.fit, the code path of the CLI: the RichProgressBar,
+  (0) vae train            vae_cli.train.fit.fit, the code path of the CLI: the RichProgressBar,
                            CSV/TensorBoard loggers, checkpoint callback, logging every N steps
   (0c) vae train --compile the same with Config.compile (torch.compile)
   (a) hand-written loop    the same model (784-200-200-50 tanh, Bernoulli), torch.optim.Adam with
@@ -15,7 +15,7 @@ each repeat, so a burst of load from elsewhere hits all of them alike), medians 
 Only steady-state training steps count: the first --warmup steps of each run are excluded and
 the timed window closes at the end of the last step (no validation falls inside it).
 
-It also times `vae eval --iw-samples K` (vae_cli.training.evaluate_checkpoint, the code path of
+It also times `vae eval --iw-samples K` (vae_cli.train.evaluate.evaluate_checkpoint, the code path of
 the CLI) on the first --eval-examples test examples and compares it with the raw batched
 forward passes the bound needs (encoder once, decoder for every importance sample, same batch
 and chunk sizes, no Lightning, no torch.distributions).
@@ -48,10 +48,13 @@ from torch.utils.data import DataLoader, TensorDataset
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vae_cli import data, training  # noqa: E402
 from vae_cli.cli import quiet_lightning  # noqa: E402
 from vae_cli.config import Config  # noqa: E402
-from vae_cli.fastpath import NVML_CHECK  # noqa: E402
+from vae_cli.data import registry as data  # noqa: E402
+from vae_cli.train import fit as training  # noqa: E402
+from vae_cli.train.evaluate import evaluate_checkpoint  # noqa: E402
+from vae_cli.train.fastpath import NVML_CHECK  # noqa: E402
+from vae_cli.train.load import load_module  # noqa: E402
 
 DATASET = "bench"  # registered below with the tensors this run measures on
 
@@ -133,7 +136,7 @@ def hand_nets() -> tuple[nn.Module, nn.Module]:
 
 def hand_loss(enc: nn.Module, dec: nn.Module, xb: Tensor, tuned: bool = False) -> Tensor:
     """Negative ELBO per batch mean, written out: BCE-with-logits and the closed-form KL."""
-    if tuned:  # the binarisation vae_cli.data uses: same Bernoulli(x/255), faster on CPU
+    if tuned:  # the binarisation vae_cli.data.support uses: same Bernoulli(x/255), faster on CPU
         x = (torch.rand(xb.shape) * 255 < xb).float().flatten(1)
     else:  # dynamic binarisation as one writes it first
         x = torch.bernoulli(xb.float() / 255).flatten(1)
@@ -150,7 +153,7 @@ def run_hand(train: Tensor, batch: int, warmup: int, steps: int, tuned: bool = F
     tuned: with the two kernel choices `vae train` makes (fused Adam, binarisation by a
     uniform fill), so the table shows how much of its speed comes from them."""
     # A script of its own would not import Lightning, whose import sets this variable and
-    # so makes every Adam.step probe NVML (see vae_cli.fastpath.NoNvmlProbePerStep).
+    # so makes every Adam.step probe NVML (see vae_cli.train.fastpath.NoNvmlProbePerStep).
     saved = os.environ.pop(NVML_CHECK, None)
     try:
         return _hand_loop(train, batch, warmup, steps, tuned)
@@ -251,7 +254,7 @@ def checkpoint_for_eval(tmp: Path) -> Path:
 def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
     """The forward passes `vae eval` needs for the IW bound, written out, at the batch size
     `vae eval` uses (the run's); returns seconds and examples."""
-    module = training.load_module(ckpt)
+    module = load_module(ckpt)
     batch = module.cfg.batch_size
     dm = data.VAEDataModule(module.cfg)
     dm.setup("test")
@@ -281,7 +284,7 @@ def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
 
 def vae_eval(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
     with _quiet():
-        res = training.evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk)
+        res = evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk)
     return float(res["wall_time_s"]), int(res["n_examples"])
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from vae_cli import config
 from vae_cli.cli import quiet_lightning
 from vae_cli.errors import VaeError
-from vae_cli.training import fit
+from vae_cli.train.fit import fit
 
 
 def main() -> int:

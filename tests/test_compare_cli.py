@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from vae_cli.compare import active_units
-from vae_cli.likelihoods import LIKELIHOODS
-from vae_cli.reconstruct import interleave
+from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train.reconstruct import interleave
 
 TINY = ("--hidden-dim", "16", "--latent-dim", "4", "--batch-size", "8", "--accelerator", "cpu")
 

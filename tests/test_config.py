@@ -54,7 +54,7 @@ def test_repository_experiments_file_is_valid():
     for name in exps.named:
         assert resolve(name, experiments=exps).experiment == name
     # one experiment per implemented likelihood
-    from vae_cli.likelihoods import LIKELIHOODS
+    from vae_cli.model.likelihoods import LIKELIHOODS
 
     used = {resolve(n, experiments=exps).likelihood for n in exps.named}
     assert set(LIKELIHOODS) <= used

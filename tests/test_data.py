@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from vae_cli.config import Config
-from vae_cli.data import TensorBatches, VAEDataModule, to_unit_support
+from vae_cli.data.batches import TensorBatches
+from vae_cli.data.datamodule import VAEDataModule
+from vae_cli.data.support import to_unit_support
 from vae_cli.errors import VaeError
 
 

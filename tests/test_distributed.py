@@ -13,12 +13,13 @@ import torch
 from conftest import run_vae
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from vae_cli import estimators
 from vae_cli.config import Config
-from vae_cli.data import TensorBatches, VAEDataModule, eval_batch_index
+from vae_cli.data.batches import TensorBatches, eval_batch_index
+from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
-from vae_cli.model import VAE
-from vae_cli.training import _tensorboard_available
+from vae_cli.model import estimators
+from vae_cli.model.vae import VAE
+from vae_cli.train.fit import _tensorboard_available
 
 DDP2 = ("--strategy", "ddp", "--devices", "2", "--accelerator", "cpu")
 

@@ -14,8 +14,9 @@ import torch
 from conftest import ROOT, run_vae
 from typer.testing import CliRunner
 
-from vae_cli import data
 from vae_cli.cli import app
+from vae_cli.data import datasets
+from vae_cli.data import registry as data
 
 DOC = (ROOT / "docs" / "errors.md").read_text()
 
@@ -149,7 +150,7 @@ def test_mnist_empty_dir_offline_fails_fast(env, monkeypatch: pytest.MonkeyPatch
     """No MNIST folder at all and no network: one probe, then a clean error (no slow retries)."""
     import time
 
-    monkeypatch.setattr(data, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(datasets, "_reachable", lambda url, timeout=3.0: False)
     runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
     start = time.perf_counter()
     result = runner.invoke(app, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--runs-dir",
@@ -175,7 +176,7 @@ def test_data_outside_the_likelihoods_support(env, monkeypatch: pytest.MonkeyPat
 
 
 def test_support_check_on_transformed_data():
-    from vae_cli.checks import check_support
+    from vae_cli.data.checks import check_support
     from vae_cli.errors import VaeError
 
     check_support(torch.tensor([0.0, 1.0]), "binary", "bernoulli", "x")

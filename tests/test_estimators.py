@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from vae_cli import estimators
-from vae_cli.likelihoods import GaussianLikelihood
-from vae_cli.model import VAE
+from vae_cli.model import estimators
+from vae_cli.model.likelihoods import GaussianLikelihood
+from vae_cli.model.vae import VAE
 
 D, L, SIGMA = 6, 2, 0.5
 

@@ -13,11 +13,14 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae_cli import estimators, schedules, training
 from vae_cli.config import Config
-from vae_cli.data import to_unit_support
-from vae_cli.fastpath import RunningMeans, ThrottledRichProgressBar
-from vae_cli.priors import StandardNormal
+from vae_cli.data.support import to_unit_support
+from vae_cli.model import estimators
+from vae_cli.model.priors import StandardNormal
+from vae_cli.train import fit as training
+from vae_cli.train import schedules
+from vae_cli.train.fastpath import RunningMeans, ThrottledRichProgressBar
+from vae_cli.train.load import load_module
 
 
 def test_running_means_are_means_over_examples_not_batches():
@@ -140,7 +143,7 @@ def test_compile_trains_a_few_steps(tmp_path: Path, monkeypatch):
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo captured the ELBO, not a no-op
     rows = read_rows(run_dir / "metrics.csv")
     assert int(rows[-1]["step"]) >= 2 or any(r.get("train/elbo_epoch") for r in rows)
-    module = training.load_module(run_dir / "checkpoints" / "last.ckpt")
+    module = load_module(run_dir / "checkpoints" / "last.ckpt")
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 

@@ -17,12 +17,13 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
-from vae_cli import estimators, objectives, schedules
 from vae_cli.config import Config, resolve
 from vae_cli.errors import VaeError
-from vae_cli.likelihoods import GaussianLikelihood
-from vae_cli.model import VAE, Latents
-from vae_cli.module import VAEModule
+from vae_cli.model import estimators
+from vae_cli.model.likelihoods import GaussianLikelihood
+from vae_cli.model.vae import VAE, Latents
+from vae_cli.train import objectives, schedules
+from vae_cli.train.module import VAEModule
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared CPU
 
@@ -245,7 +246,7 @@ def test_iwae_trains_and_eval_reports_iw_elbo_and_active_units(cli, tmp_path: Pa
     assert "binarised once" in res["data_protocol"] and res["peak_rss_mib"] > 0
     # active units against a direct computation over the same test images
     module = VAEModule.load_from_checkpoint(str(run / "checkpoints" / "best.ckpt")).eval()
-    from vae_cli.data import VAEDataModule
+    from vae_cli.data.datamodule import VAEDataModule
 
     dm = VAEDataModule(module.cfg)
     dm.setup("test")

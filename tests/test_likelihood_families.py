@@ -15,10 +15,13 @@ import torch
 from scipy import integrate, special, stats
 from torch.distributions import ContinuousBernoulli
 
-from vae_cli import data
 from vae_cli.config import Config
+from vae_cli.data import datamodule
+from vae_cli.data.checks import check_support
+from vae_cli.data.datamodule import VAEDataModule
+from vae_cli.data.support import bits_offset
 from vae_cli.errors import VaeError
-from vae_cli.likelihoods import LIKELIHOODS, LOG_SIGMA_FLOOR, Likelihood
+from vae_cli.model.likelihoods import LIKELIHOODS, LOG_SIGMA_FLOOR, Likelihood
 
 FAMILIES = sorted(LIKELIHOODS)
 K = 3  # mixture components in these tests
@@ -303,17 +306,19 @@ BAD = {"binary": 0.5, "unit": 2.0, "discrete": 0.5}
 def test_check_support(name):
     cls = LIKELIHOODS[name]
     gen = torch.Generator().manual_seed(4)
-    cls.check_support(random_data(cls.support, (3, 1, 4, 4), gen))
+    check_support(random_data(cls.support, (3, 1, 4, 4), gen), cls.support, name, "the data")
     bad = torch.zeros(3, 1, 4, 4)
     bad[1, 0, 2, 2] = BAD[cls.support]
     with pytest.raises(VaeError, match=f'outside the support of likelihood "{name}"'):
-        cls.check_support(bad)
+        check_support(bad, cls.support, name, "the data")
 
 
 def test_data_module_refuses_data_off_the_support(monkeypatch):
     """If the per-family transform ever produced the wrong values, setup says so."""
-    monkeypatch.setattr(data, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255)
-    dm = data.VAEDataModule(Config(dataset="digits", likelihood="categorical"))
+    monkeypatch.setattr(
+        datamodule, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255
+    )
+    dm = VAEDataModule(Config(dataset="digits", likelihood="categorical"))
     expected = r'digits val split has values in .* outside the support of likelihood "categorical"'
     with pytest.raises(VaeError, match=expected + r" \(the integers 0\.\.255\)"):
         dm.setup("test")
@@ -321,7 +326,7 @@ def test_data_module_refuses_data_off_the_support(monkeypatch):
 
 def test_data_module_puts_each_support_on_its_support():
     for name in ("bernoulli", "gaussian", "categorical"):  # one family per support
-        dm = data.VAEDataModule(Config(dataset="shapes32", likelihood=name))
+        dm = VAEDataModule(Config(dataset="shapes32", likelihood=name))
         dm.setup("test")  # runs check_support on val and test
         assert dm.splits["test"].shape[1:] == (3, 32, 32)
-    assert data.bits_offset("unit") == 8.0 and data.bits_offset("discrete") == 0.0
+    assert bits_offset("unit") == 8.0 and bits_offset("discrete") == 0.0

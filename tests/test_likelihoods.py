@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Bernoulli, Normal
 
 from vae_cli.config import Config
-from vae_cli.likelihoods import LIKELIHOODS, build
+from vae_cli.model.likelihoods import LIKELIHOODS, build
 
 torch.manual_seed(0)
 SHAPE = (3, 1, 4, 5)  # B, C, H, W

@@ -16,8 +16,8 @@ import torch
 from conftest import ROOT, run_vae
 from typer.testing import CliRunner
 
-from vae_cli import estimators
 from vae_cli.cli import app
+from vae_cli.model import estimators
 
 # Long enough that a signal sent just after the first epoch's checkpoint always lands
 # mid-training, also on an idle machine (a 26-step quickstart epoch takes ~0.1 s there).
@@ -154,7 +154,7 @@ def test_nan_skip_drops_the_update_and_finishes(fault: str, request: pytest.Fixt
 
 def test_nan_weights_are_never_written(tmp_path: Path):
     from vae_cli.errors import VaeError
-    from vae_cli.resume import AtomicCheckpointIO
+    from vae_cli.train.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -195,7 +195,7 @@ def test_runs_started_together_get_their_own_folders(tmp_path: Path):
 def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(mode: str, skip_grad_norm: float):
     """Where the guard reads the gradients (skip mode, or a norm threshold) one NaN among
     many is caught before the update; a large finite norm is skipped in either mode."""
-    from vae_cli.guards import NonFiniteError, NonFiniteGuard
+    from vae_cli.train.guards import NonFiniteError, NonFiniteGuard
 
     params = [torch.nn.Parameter(torch.zeros(s)) for s in ((200, 784), (200,), (3, 3))]
     opt = torch.optim.SGD(params, lr=0.1)

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vae_cli import checks, report, runs
 from vae_cli import config as config_mod
+from vae_cli import report, runs
 from vae_cli.errors import VaeError, translate
 
 app = typer.Typer(
@@ -143,8 +143,8 @@ def train(
     overrides = {
         k: v for k, v in locals().items() if k not in ("ctx", "experiment", "config_file", "smoke", "resume")
     }
-    from vae_cli.resume import RunInterrupted
-    from vae_cli.training import fit
+    from vae_cli.train.checkpointing import RunInterrupted
+    from vae_cli.train.fit import fit
 
     run_dir = None
     if resume is not None:
@@ -175,7 +175,7 @@ def resume_config(
 ) -> tuple[config_mod.Config, Path]:
     import dataclasses
 
-    from vae_cli.resume import resolve_resume
+    from vae_cli.train.checkpointing import resolve_resume
 
     given = sorted(
         k for k, v in overrides.items() if v is not None and k not in (*RESUME_MAY_CHANGE, "runs_dir")
@@ -230,7 +230,7 @@ def evaluate(
         raise VaeError(f'unknown split "{split}": choose test or val')
     if iw_samples < 0 or chunk < 1:
         raise VaeError("--iw-samples must be >= 0 and --chunk >= 1")
-    from vae_cli.training import evaluate_checkpoint
+    from vae_cli.train.evaluate import evaluate_checkpoint
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
     pairs = (
@@ -243,7 +243,7 @@ def evaluate(
     overrides.update(trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
                                        num_nodes=num_nodes, precision=precision))  # fmt: skip
     config_mod.from_dict(overrides, "command-line flags").validate()  # unknown names: "did you mean"
-    checks.ensure_writable(run_dir, "the run directory (eval.json goes there)")
+    runs.ensure_writable(run_dir, "the run directory (eval.json goes there)")
     results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides)
     if results is None:  # a DDP worker (rank > 0): rank 0 reports and writes
         return
@@ -306,7 +306,8 @@ def sample(
         raise VaeError(f"--n must be >= 1, got {n}")
     if temperature <= 0:
         raise VaeError(f"--temperature must be > 0, got {temperature}")
-    from vae_cli.training import load_module, sample_on_device
+    from vae_cli.train.load import load_module
+    from vae_cli.train.sample import sample_on_device
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
     module = load_module(ckpt)
@@ -320,7 +321,7 @@ def sample(
     if images is None:  # not global rank 0 of a multi-process launch
         return
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
-    checks.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
+    runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
@@ -347,8 +348,8 @@ def reconstruct(
     """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
     if n < 1:
         raise VaeError(f"--n must be >= 1, got {n}")
-    from vae_cli.reconstruct import default_path, eval_examples, reconstruct_images
-    from vae_cli.training import load_module
+    from vae_cli.train.load import load_module
+    from vae_cli.train.reconstruct import default_path, eval_examples, reconstruct_images
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
     module = load_module(ckpt)

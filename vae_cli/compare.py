@@ -25,10 +25,10 @@ from torch import Tensor
 
 from vae_cli import runs
 from vae_cli.config import Config
-from vae_cli.data import VAEDataModule
+from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
-from vae_cli.likelihoods import LIKELIHOODS
-from vae_cli.module import VAEModule
+from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train.module import VAEModule
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: unit u is active if Cov_x(E_q[z_u|x]) > 0.01
 
@@ -94,7 +94,8 @@ class Row:
 def evaluate_run(
     run_dir: Path, iw_samples: int, train_wall_s: float | None, overrides: dict[str, Any] | None = None
 ) -> tuple[Row, VAEModule]:
-    from vae_cli.training import evaluate_checkpoint, load_module
+    from vae_cli.train.evaluate import evaluate_checkpoint
+    from vae_cli.train.load import load_module
 
     ckpt = runs.checkpoint_in(run_dir)
     res = evaluate_checkpoint(ckpt, "test", iw_samples, chunk=min(iw_samples, 100) or 1, overrides=overrides)
@@ -132,7 +133,7 @@ def run_compare(
     console: Console | None = None,
 ) -> list[Row]:
     """Train base under each likelihood (or take `existing` run dirs) and write the report."""
-    from vae_cli.training import fit
+    from vae_cli.train.fit import fit
 
     console = console or Console()
     rows: list[Row] = []
@@ -178,7 +179,7 @@ def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0) -> Pa
     from PIL import Image
     from torchvision.utils import make_grid
 
-    from vae_cli.training import sample_images
+    from vae_cli.train.sample import sample_images
 
     path.parent.mkdir(parents=True, exist_ok=True)
     grids = [make_grid(sample_images(module, n, s, seed=seed), nrow=8, padding=1, pad_value=1.0)

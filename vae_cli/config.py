@@ -82,9 +82,9 @@ class Config:
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
-        from vae_cli.data import DATASETS
-        from vae_cli.likelihoods import LIKELIHOODS
-        from vae_cli.networks import ARCHITECTURES
+        from vae_cli.data.registry import DATASETS
+        from vae_cli.model.likelihoods import LIKELIHOODS
+        from vae_cli.model.networks import ARCHITECTURES
 
         _choice("likelihood", self.likelihood, LIKELIHOODS)
         _choice("dataset", self.dataset, DATASETS)
@@ -114,9 +114,9 @@ class Config:
         return self
 
     def _validate_objective(self) -> None:
-        from vae_cli.model import STOCHASTIC_LAYERS
-        from vae_cli.objectives import OBJECTIVES
-        from vae_cli.schedules import SCHEDULES
+        from vae_cli.model.vae import STOCHASTIC_LAYERS
+        from vae_cli.train.objectives import OBJECTIVES
+        from vae_cli.train.schedules import SCHEDULES
 
         _choice("objective", self.objective, OBJECTIVES)
         _choice("schedule", self.schedule, SCHEDULES)

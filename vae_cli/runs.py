@@ -93,3 +93,16 @@ def claim_version(experiment_dir: Path) -> int:
 def release_if_empty(run_dir: Path) -> None:
     with contextlib.suppress(OSError):
         run_dir.rmdir()
+
+
+def ensure_writable(folder: Path, what: str) -> None:
+    """Create `folder` if needed and prove a file can be written there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".vae-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise VaeError(f"cannot write to {folder} ({reason}): pass {what} a writable folder") from None

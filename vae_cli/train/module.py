@@ -10,13 +10,17 @@ import torch
 from torch import Tensor
 from torchmetrics import MeanMetric, SumMetric
 
-from vae_cli import activity, estimators, fastpath, guards, model, schedules
 from vae_cli.config import Config, from_dict
-from vae_cli.data import DATASETS, bits_offset, eval_batch_index
-from vae_cli.distributed import eval_noise
-from vae_cli.likelihoods import LIKELIHOODS
-from vae_cli.objectives import OBJECTIVES
-from vae_cli.objectives import TERMS as OBJECTIVE_TERMS
+from vae_cli.data.batches import eval_batch_index
+from vae_cli.data.registry import DATASETS
+from vae_cli.data.support import bits_offset
+from vae_cli.model import activity, estimators
+from vae_cli.model import vae as model
+from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train import fastpath, guards, schedules
+from vae_cli.train.distributed import eval_noise
+from vae_cli.train.objectives import OBJECTIVES
+from vae_cli.train.objectives import TERMS as OBJECTIVE_TERMS
 
 TERMS = ("elbo", "recon", "kl")
 GUARD_KEY = "vae_cli_nonfinite_guard"

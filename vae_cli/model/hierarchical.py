@@ -13,11 +13,11 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vae_cli import likelihoods, networks
 from vae_cli.config import Config
-from vae_cli.likelihoods import Likelihood
-from vae_cli.model import Latents, decode_log_prob, diagonal_gaussian, standard_normal
-from vae_cli.networks import Shape
+from vae_cli.model import likelihoods, networks
+from vae_cli.model.likelihoods import Likelihood
+from vae_cli.model.networks import Shape
+from vae_cli.model.vae import Latents, decode_log_prob, diagonal_gaussian, standard_normal
 
 
 def gaussian_mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:

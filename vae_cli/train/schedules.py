@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from vae_cli import fastpath
 from vae_cli.config import Config
+from vae_cli.train import fastpath
 
 Schedule = Callable[[Iterable[torch.nn.Parameter], Config], Any]
 

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from vae_cli import estimators
 from vae_cli.config import Config
+from vae_cli.model import estimators
 
 Objective = Callable[[torch.nn.Module, Tensor, Config, int], tuple[Tensor, dict[str, Tensor]]]
 

@@ -1,7 +1,7 @@
 """The VAE as a plain nn.Module: q(z|x), p(z), p(x|z). No training logic lives here.
 
 Two models, picked by `stochastic_layers`: the 1-layer VAE and the IWAE paper's
-2-stochastic-layer model (`vae_cli.hierarchical`). The estimators only use the methods both
+2-stochastic-layer model (`vae_cli.model.hierarchical`). The estimators only use the methods both
 share, so the ELBO and the importance-weighted bound work for either:
 
     sample_posterior(x, k, log_q) -> Latents  k reparameterised draws of every layer, log q
@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from vae_cli import likelihoods, networks
 from vae_cli.config import Config
-from vae_cli.likelihoods import Likelihood
-from vae_cli.networks import Shape
-from vae_cli.priors import StandardNormal
+from vae_cli.model import likelihoods, networks
+from vae_cli.model.likelihoods import Likelihood
+from vae_cli.model.networks import Shape
+from vae_cli.model.priors import StandardNormal
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class VAE(nn.Module):
 
 
 def _two_layer(cfg: Config, shape: Shape) -> nn.Module:
-    from vae_cli.hierarchical import TwoLayerVAE
+    from vae_cli.model.hierarchical import TwoLayerVAE
 
     return TwoLayerVAE.from_config(cfg, shape)
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from vae_cli.model import LatentModel, float32_maths
+from vae_cli.model.vae import LatentModel, float32_maths
 
 
 def elbo(vae: LatentModel, x: Tensor, analytic_kl: bool = True, k: int = 1) -> dict[str, Tensor]:

@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vae_cli.data import VAEDataModule, to_image
+from vae_cli.data.datamodule import VAEDataModule
+from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
-from vae_cli.likelihoods import LIKELIHOODS
-from vae_cli.module import VAEModule
+from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train.module import VAEModule
 
 
 def eval_examples(module: VAEModule, n: int, split: str = "test", overrides: dict[str, Any] | None = None):

@@ -28,7 +28,6 @@ from torch.distributions import (
     constraints,
 )
 
-from vae_cli import checks
 from vae_cli.config import Config
 
 # What data a family scores, so the data module can present it on the right support:
@@ -79,14 +78,6 @@ class Likelihood(nn.Module):
         """What q(z|x) sees: the scored data itself, except that 0..255 values are put
         on [0, 1] so every family's encoder works on the same scale."""
         return x / (LEVELS - 1) if self.support == "discrete" else x
-
-    @classmethod
-    def check_support(cls, x: Tensor) -> None:
-        """Raise VaeError unless every value of x lies in this family's support.
-
-        One pass over the tensor: meant for whole evaluation splits, not per training batch.
-        """
-        checks.check_support(x, cls.support, cls.name, "the data")
 
 
 def image(dist: Distribution) -> Independent:

@@ -1,0 +1,3 @@
+"""Data: the dataset registry and its loaders, support transforms, batching, the datamodule."""
+
+from vae_cli.data import datasets as _builtin  # noqa: F401  (registers the built-in datasets)

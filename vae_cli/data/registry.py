@@ -1,0 +1,33 @@
+"""The dataset registry: a name -> (shape, loader, default validation size). A leaf: it
+imports no config and no other registry; the loaders register themselves in datasets.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+SPLIT_SEED = 0  # the fixed seed of the train/val split
+
+Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    shape: tuple[int, int, int]
+    load: Callable[[Path], Splits]
+    val_size: int
+    about: str
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(name: str, shape: tuple[int, int, int], val_size: int, about: str):
+    def add(fn: Callable[[Path], Splits]) -> Callable[[Path], Splits]:
+        DATASETS[name] = DatasetSpec(shape, fn, val_size, about)
+        return fn
+
+    return add

@@ -1,0 +1,65 @@
+"""Drawing from a trained model: z ~ p(z), then E[x|z] or x ~ p(x|z)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vae_cli.data.support import to_image
+from vae_cli.errors import VaeError
+from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train.module import VAEModule
+from vae_cli.train.trainer import EVAL_TRAINER
+
+
+@torch.no_grad()
+def sample_images(
+    module: VAEModule, n: int, stochastic: bool, temperature: float = 1.0, seed: int = 0
+) -> Tensor:
+    """z ~ N(0, T^2 I); E[x|z] by default or x ~ p(x|z); as [0,1] images for display.
+
+    The z draw comes first from its own generator, so a mean grid and a stochastic grid
+    with the same seed show the same z.
+    """
+    vae = module.vae.eval()
+    device = next(vae.parameters()).device
+    z = torch.randn(n, vae.latent_dim, generator=torch.Generator().manual_seed(seed)) * temperature
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        dist = vae.decode_prior(z.to(device))  # 2 layers: z2 -> z1 -> x
+        x = dist.sample() if stochastic else dist.mean
+    return to_image(x, LIKELIHOODS[module.cfg.likelihood].support).cpu()
+
+
+def sample_on_device(
+    module: VAEModule,
+    n: int,
+    stochastic: bool,
+    temperature: float = 1.0,
+    seed: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> Tensor | None:
+    """sample_images on one device of the accelerator, under the precision's autocast.
+
+    Sampling is a single decoder pass, so it never needs more than one device; under a
+    multi-process launch (torchrun, srun) only global rank 0 draws, the others get None.
+    """
+    from lightning_fabric import Fabric
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None
+    cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
+    try:
+        fabric = Fabric(accelerator=cfg.accelerator, devices=1, precision=cfg.precision)  # type: ignore[arg-type]
+    except (ValueError, RuntimeError) as e:
+        raise VaeError(
+            f"cannot sample with accelerator={cfg.accelerator} precision={cfg.precision}: "
+            f"{str(e).strip().splitlines()[0]}"
+        ) from None
+    module = fabric.to_device(module)
+    with fabric.autocast():
+        return sample_images(module, n, stochastic, temperature, seed)

@@ -1,0 +1,58 @@
+"""The Lightning Trainer from a config's hardware settings; its objections as one line."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from vae_cli.config import Config
+from vae_cli.errors import VaeError, lightning_rejected
+
+
+def trainer_args(cfg: Config) -> dict[str, Any]:
+    return {
+        "accelerator": cfg.accelerator,
+        "devices": cfg.devices,
+        "strategy": cfg.strategy,
+        "num_nodes": cfg.num_nodes,
+        "precision": cfg.precision,
+        "enable_model_summary": False,
+    }
+
+
+def make_trainer(cfg: Config, **kwargs: Any) -> pl.Trainer:
+    """pl.Trainer from the config's accelerator/devices/strategy/nodes/precision; Lightning's
+    objections to that combination (no GPU, an unknown device count...) become one line."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return pl.Trainer(**trainer_args(cfg), **kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as e:
+        settings = (f"accelerator={cfg.accelerator} devices={cfg.devices} strategy={cfg.strategy} "
+                    f"num_nodes={cfg.num_nodes} precision={cfg.precision}")  # fmt: skip
+        raise lightning_rejected(e, settings) from None
+
+
+# `vae eval` does not inherit the run's trainer settings: one device, full precision,
+# unless its flags say otherwise.
+EVAL_TRAINER: dict[str, Any] = {
+    "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1, "precision": "32-true",
+}  # fmt: skip
+
+
+def check_devices(cfg: Any) -> None:
+    """CPU "devices" are processes: Lightning would start any number of them, so cap at the cores.
+
+    GPU counts are checked by Lightning itself (MisconfigurationException, translated by
+    errors.translate).
+    """
+    on_cpu = cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
+    cores = os.cpu_count() or 1
+    if on_cpu and cfg.devices > cores:
+        raise VaeError(
+            f"--devices {cfg.devices} but this machine has {cores} CPU cores: pass --devices {cores} "
+            f"or fewer (-1: all)"
+        )
