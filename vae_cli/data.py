@@ -9,8 +9,9 @@ sees depends on the likelihood's support and is produced per batch, on the devic
     unit     -> (x + u)/256, u ~ U[0,1): uniform dequantisation, fresh per training batch
     discrete -> the integer values 0..255 (as float)
 
-Validation and test splits are transformed once with a fixed seed, so every evaluation of
-a checkpoint scores exactly the same data.
+Validation and test splits are transformed once, each with its own fixed seed (see
+fixed_transform): every evaluation of a checkpoint, and of every run on the same dataset
+and support, scores exactly the same data, whatever --binarize, --val-size or the family.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from vae_cli.config import Config
 from vae_cli.errors import VaeError
 from vae_cli.likelihoods import LIKELIHOODS, Support
 
-EVAL_SEED = 1234  # the fixed seed of the one-time eval binarisation / dequantisation
+EVAL_SEED = 1234  # the test split's one-time binarisation / dequantisation seed (see fixed_seed)
+FIXED_SEED_OFFSETS = {"test": 0, "val": 1, "train": 2}  # train: only under --binarize static
 SPLIT_SEED = 0  # the fixed seed of the train/val split
 ON_DEVICE_MAX_BYTES = 4 * 2**30  # splits up to this size live on the accelerator
 
@@ -227,6 +229,18 @@ def to_unit_support(x: Tensor, support: Support, binarize: str, generator=None) 
     return x.float()
 
 
+def fixed_seed(split: str) -> int:
+    """The seed of a split's one-time transform: test 1234, val 1235, static train 1236."""
+    return EVAL_SEED + FIXED_SEED_OFFSETS[split]
+
+
+def fixed_transform(x: Tensor, split: str, support: Support, binarize: str) -> Tensor:
+    """A split's one-time binarisation / dequantisation, a function of (data, split) alone:
+    it uses the first torch.rand(x.shape) draw of a fresh CPU generator seeded fixed_seed(split),
+    so no other split's draw (and no setting that sizes one) can shift it."""
+    return to_unit_support(x, support, binarize, torch.Generator().manual_seed(fixed_seed(split)))
+
+
 def to_image(x: Tensor, support: Support) -> Tensor:
     """Model-space values -> [0, 1] for display."""
     if support == "discrete":
@@ -354,14 +368,13 @@ class VAEDataModule(pl.LightningDataModule):
         if val_size >= len(pool):
             raise VaeError(f"val_size {val_size} leaves no training data ({len(pool)} examples)")
         train, val = pool[:-val_size], pool[-val_size:]
-        g = torch.Generator().manual_seed(EVAL_SEED)
-        fixed = lambda x: to_unit_support(x, self.support, self.cfg.binarize, g)  # noqa: E731
+        fixed = lambda x, split: fixed_transform(x, split, self.support, self.cfg.binarize)  # noqa: E731
         static = self.support == "binary" and self.cfg.binarize == "static"
         self.splits = {
             # uint8 until the batch is on the device, unless binarised once for good
-            "train": fixed(train) if static else train,
-            "val": fixed(val),
-            "test": fixed(test),
+            "train": fixed(train, "train") if static else train,
+            "val": fixed(val, "val"),
+            "test": fixed(test, "test"),
         }
         for split in ("val", "test"):
             checks.check_support(self.splits[split], self.support, self.cfg.likelihood,
