@@ -20,6 +20,7 @@ from vae_cli.errors import VaeError
 from vae_cli.model import estimators
 from vae_cli.model.vae import VAE
 from vae_cli.train.fit import _tensorboard_available
+from vae_cli.train.module import VAEModule
 
 DDP2 = ("--strategy", "ddp", "--devices", "2", "--accelerator", "cpu")
 
@@ -61,6 +62,48 @@ def test_eval_is_the_same_on_one_and_two_devices(ddp_run: tuple[Path, str]):
     for key in ("elbo", "recon", "kl", "iw", "elbo_stderr", "iw_stderr"):
         assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-6), key
     assert stdout.count("test set") == 1  # only rank 0 reports
+
+
+@pytest.mark.slow
+def test_two_layer_eval_and_active_units_are_the_same_on_one_and_two_devices(tmp_path: Path):
+    """The 2-layer model's E[z2|x] averages draws of z1: they are seeded per batch too."""
+    flags = ("--experiment", "quickstart", "--stochastic-layers", "2", "--max-steps", "20")
+    result = run_vae("train", *flags, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, _ = evaluate(tmp_path, "--devices", "1", "--accelerator", "cpu")
+    two, _ = evaluate(tmp_path, *DDP2)
+    assert one["latent_dims"] == two["latent_dims"] == [16, 8]
+    for key in ("elbo", "iw", "active_units", "active_units_per_layer"):
+        assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-6), key
+
+
+def test_two_layer_active_unit_sums_do_not_depend_on_the_world_size():
+    """Run test_step as each rank of a 1- and a 2-process evaluation would (same weights, the
+    global RNG seeded alike in every process, batches dealt round-robin): the float64 sums of
+    E[z|x] and its square behind the active units agree to rounding, per layer."""
+    torch.manual_seed(0)
+    module = VAEModule(Config(stochastic_layers=2, latent_dim=4, hidden_dim=32).validate().to_dict()).eval()
+    dm = VAEDataModule(module.cfg)
+    dm.setup("test")
+    data = dm.splits["test"]  # 360 examples: 4 batches of 100
+
+    def sums(world: int) -> dict[str, torch.Tensor]:
+        total: dict[str, torch.Tensor] = {}
+        for rank in range(world):
+            module._trainer = SimpleNamespace(world_size=world, global_rank=rank)
+            module.on_test_epoch_start()  # fresh sums, as in a new process
+            torch.manual_seed(0)  # what seed_everything does in every process
+            with torch.no_grad():
+                for i, x in enumerate(TensorBatches(data, 100, shuffle=False, rank=rank, world_size=world)):
+                    module.test_step(x, i)
+            for name, metric in module.mu_sums.items():
+                total[name] = total.get(name, 0) + metric.total.clone()
+        return total
+
+    one, two = sums(1), sums(2)
+    assert set(one) == {"z1", "z1_sq", "z2", "z2_sq"}
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-12, atol=1e-12)
 
 
 def test_bf16_mixed_eval_matches_full_precision(ddp_run: tuple[Path, str]):

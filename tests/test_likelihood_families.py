@@ -16,7 +16,7 @@ from scipy import integrate, special, stats
 from torch.distributions import ContinuousBernoulli
 
 from vae_cli.config import Config
-from vae_cli.data import datamodule
+from vae_cli.data import support
 from vae_cli.data.checks import check_support
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.data.support import bits_offset
@@ -77,12 +77,12 @@ def ref_bernoulli(lik, g, x):
 
 
 def ref_continuous_bernoulli(lik, g, x):
-    lam = special.expit(g[0])
-    # C(lam) = 2 artanh(1 - 2 lam) / (1 - 2 lam), -> 2 at lam = 1/2 (Loaiza-Ganem & Cunningham)
+    lam, one_minus_lam = special.expit(g[0]), special.expit(-g[0])  # 1 - lam without rounding
+    # C(lam) = 2 artanh(1 - 2 lam) / (1 - 2 lam), -> 2 at lam = 1/2 (Loaiza-Ganem & Cunningham),
+    # with 2 artanh(1 - 2 lam) = log((1 - lam) / lam) taken from the two log-probabilities
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_c = np.where(
-            np.abs(lam - 0.5) < 1e-6, math.log(2.0), np.log(2 * np.arctanh(1 - 2 * lam) / (1 - 2 * lam))
-        )
+        two_artanh = special.log_expit(-g[0]) - special.log_expit(g[0])
+        log_c = np.where(np.abs(lam - 0.5) < 1e-6, math.log(2.0), np.log(two_artanh / (one_minus_lam - lam)))
     return log_c + x * special.log_expit(g[0]) + (1 - x) * special.log_expit(-g[0])
 
 
@@ -175,6 +175,10 @@ def test_gaussian_optimal_uses_the_batch_mse_while_training():
 
 
 # --------------------------------------------------------------------------- normalisation
+# beyond |l| ~ 15.9 torch's own ContinuousBernoulli clamps sigmoid(l) in float32
+CB_LOGITS = [0.0, 1e-3, -3e-3, 0.02, 2.0, -10.0, 10.0, 20.0, -20.0, 30.0, -30.0, 88.0, -88.0]
+
+
 def extreme_params(lik: Likelihood) -> torch.Tensor:
     """A spread of one-pixel parameter settings, including saturated ones: (N, P, 1, 1)."""
     gen = torch.Generator().manual_seed(2)
@@ -194,9 +198,7 @@ def extreme_params(lik: Likelihood) -> torch.Tensor:
         rows[1, 7] = 50.0
         return rows.view(4, p, 1, 1)
     if lik.name == "continuous-bernoulli":  # lambda = 1/2 exactly, near 1/2, near 0 and 1
-        return torch.tensor([0.0, 1e-3, -3e-3, 0.02, 2.0, -10.0, 10.0, 30.0], dtype=torch.float64).view(
-            -1, 1, 1, 1
-        )
+        return torch.tensor(CB_LOGITS, dtype=torch.float64).view(-1, 1, 1, 1)
     if lik.name == "gaussian-pixel":  # (mean, raw log-sigma), down to the floor
         rows = [[0.5, -1.0], [0.0, -50.0], [1.0, LOG_SIGMA_FLOOR], [0.3, 1.0]]
         return torch.tensor(rows, dtype=torch.float64).view(len(rows), 2, 1, 1)
@@ -235,22 +237,117 @@ def test_normalised(name):
             assert total == pytest.approx(1.0, abs=1e-7), (name, params[i].flatten().tolist(), total, err)
 
 
-# --------------------------------------------------------------------------- sampling
+# --------------------------------------------------------------------------- means, samples
+def reference_log_density(name: str, lik: Likelihood, row: np.ndarray):
+    """v -> log p(v) of one pixel under the REFERENCES density; row is (P, 1, 1, 1, 1)."""
+    return lambda v: float(REFERENCES[name](lik, row, np.full((1, 1, 1, 1), v)).ravel()[0])
+
+
+def reference_moment(name: str, lik: Likelihood, params: torch.Tensor, f=lambda v, log_p: v) -> np.ndarray:
+    """E[f(x, log p(x))] per one-pixel row of params (N, P, 1, 1) under the REFERENCES
+    density (numpy / scipy, float64, never the class): a sum over the support for discrete
+    families, adaptive quadrature for densities (asserting the mass it finds is 1, so the
+    range was wide enough)."""
+    g = groups(params, lik)  # (P, N, 1, 1, 1)
+    out = []
+    for i in range(len(params)):
+        row = g[:, i : i + 1]
+        if lik.support != "unit":
+            values = np.arange(256.0) if lik.support == "discrete" else np.array([0.0, 1.0])
+            rows = np.broadcast_to(row, (row.shape[0], len(values), 1, 1, 1))
+            log_p = REFERENCES[name](lik, rows, values.reshape(-1, 1, 1, 1)).ravel()
+            assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-12)
+            out.append(float((f(values, log_p) * np.exp(log_p)).sum()))
+            continue
+        log_density = reference_log_density(name, lik, row)
+        lo, hi, points = quadrature_range(name, row)
+        quad = lambda h, lo=lo, hi=hi, points=points: integrate.quad(  # noqa: E731
+            h, lo, hi, points=points, limit=200, epsabs=1e-12, epsrel=1e-11
+        )[0]
+        assert quad(lambda v, d=log_density: math.exp(d(v))) == pytest.approx(1.0, abs=1e-8), (name, i)
+        out.append(quad(lambda v, d=log_density: f(v, d(v)) * math.exp(d(v))))
+    return np.array(out)
+
+
+def quadrature_range(name: str, row: np.ndarray) -> tuple[float, float, list[float]]:
+    """Where a one-pixel density lives, and break points for quad near its peak."""
+    if name == "continuous-bernoulli":
+        return 0.0, 1.0, [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1 - 1e-4]
+    loc = float(row[0].ravel()[0])  # the real-line families: the first group is the location
+    return loc - 200, loc + 200, [loc + d for d in (-1, -0.1, -0.01, -1e-3, 0, 1e-3, 0.01, 0.1, 1)]
+
+
 @pytest.mark.parametrize("name", FAMILIES)
-def test_sample_mean_matches_mean(name):
-    """Empirical mean of N draws vs `mean`: within 5 standard errors of the mean (a false
-    alarm has probability ~6e-7 per value under the CLT; the seed is fixed anyway)."""
+def test_mean_is_the_densitys_first_moment(name):
+    """`mean` (what `vae sample` shows) vs the mean of the independent reference density."""
+    lik = make(name)
+    params = extreme_params(lik)
+    got = lik(params).mean.detach().numpy().reshape(len(params))
+    want = reference_moment(name, lik, params)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_sample_mean_matches_the_densitys_mean(name):
+    """Empirical mean of N draws of sample() (what `--stochastic` shows) vs the reference
+    density's mean, not vs `mean`: within 5 standard errors (a false alarm has probability
+    ~6e-7 per value under the CLT; the seed is fixed anyway)."""
     torch.manual_seed(3)
     lik = make(name)
-    params = extreme_params(lik)[:4]
+    params = extreme_params(lik)
     dist = lik(params)
     n = 40_000
     draws = dist.sample((n,)).double()
     assert draws.shape == (n, *dist.batch_shape, *dist.event_shape)
     if lik.support == "discrete":
         assert bool(((draws >= 0) & (draws <= 255) & (draws == draws.round())).all())
-    emp, sem = draws.mean(0), draws.std(0) / math.sqrt(n)
-    assert torch.all((emp - dist.mean).abs() <= 5 * sem + 1e-9), (emp.flatten(), dist.mean.flatten())
+    emp, sem = draws.mean(0).flatten().numpy(), (draws.std(0) / math.sqrt(n)).flatten().numpy()
+    want = reference_moment(name, lik, params)
+    assert np.all(np.abs(emp - want) <= 5 * sem + 1e-9), (emp, want, sem)
+
+
+CB_FLOAT32 = [-88.0, -30.0, -20.0, -16.0, -1e-3, 0.0, 1e-3, 0.5, 16.0, 20.0, 30.0, 88.0]
+
+
+def test_continuous_bernoulli_moments_from_the_logit_in_float32():
+    """float32, as the model runs: mean, variance, CDF and entropy at saturated logits and
+    near 0 against quadrature of the float64 reference density (torch's saturate beyond
+    |l| ~ 15.9, where its mean at l = 30 is 0.937 instead of 0.967)."""
+    dist = make("continuous-bernoulli", torch.float32)(torch.tensor(CB_FLOAT32).view(-1, 1, 1, 1)).base_dist
+    ref, p64 = make("continuous-bernoulli"), torch.tensor(CB_FLOAT32, dtype=torch.float64).view(-1, 1, 1, 1)
+    mean = reference_moment("continuous-bernoulli", ref, p64)
+    np.testing.assert_allclose(dist.mean.flatten().numpy(), mean, rtol=1e-6)
+    second = reference_moment("continuous-bernoulli", ref, p64, lambda v, log_p: v * v)
+    np.testing.assert_allclose(dist.variance.flatten().numpy(), second - mean**2, rtol=1e-5, atol=1e-10)
+    entropy = reference_moment("continuous-bernoulli", ref, p64, lambda v, log_p: -log_p)
+    np.testing.assert_allclose(dist.entropy().flatten().numpy(), entropy, rtol=1e-5, atol=1e-5)
+    g = groups(p64, ref)
+    for x in (1e-3, 0.3, 0.97):
+        cdf = [
+            integrate.quad(lambda v, d=reference_log_density("continuous-bernoulli", ref, g[:, i : i + 1]):
+                           math.exp(d(v)), 0.0, x, epsabs=1e-13, epsrel=1e-11, limit=200)[0]
+            for i in range(len(CB_FLOAT32))
+        ]  # fmt: skip
+        got = dist.cdf(torch.full_like(dist.logits, x)).flatten().numpy()
+        np.testing.assert_allclose(got, cdf, rtol=1e-5, atol=1e-30)
+
+
+def test_continuous_bernoulli_samples_from_the_logit_in_float32():
+    """float32 sample() and rsample() at the same logits: in [0, 1], their mean the reference
+    density's (5 standard errors), and rsample's gradient finite everywhere, l = 0 included."""
+    torch.manual_seed(5)
+    logits = torch.tensor(CB_FLOAT32).view(-1, 1, 1, 1).requires_grad_(True)
+    dist = make("continuous-bernoulli", torch.float32)(logits)
+    n = 200_000
+    draws = dist.sample((n,)).double().flatten(1)
+    assert bool(((draws >= 0) & (draws <= 1)).all())
+    want = reference_moment("continuous-bernoulli", make("continuous-bernoulli"), logits.detach().double())
+    emp, sem = draws.mean(0).numpy(), (draws.std(0) / math.sqrt(n)).numpy()
+    assert np.all(np.abs(emp - want) <= 5 * sem), (emp, want, sem)
+    x = dist.rsample((1000,))
+    assert torch.isfinite(x).all()
+    x.sum().backward()
+    assert torch.isfinite(logits.grad).all()
 
 
 @pytest.mark.parametrize("logit", [-20.0, -16.0, -10.0, 0.005, 3.0, 12.0, 16.0, 20.0])
@@ -316,7 +413,7 @@ def test_check_support(name):
 def test_data_module_refuses_data_off_the_support(monkeypatch):
     """If the per-family transform ever produced the wrong values, setup says so."""
     monkeypatch.setattr(
-        datamodule, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255
+        support, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255
     )
     dm = VAEDataModule(Config(dataset="digits", likelihood="categorical"))
     expected = r'digits val split has values in .* outside the support of likelihood "categorical"'

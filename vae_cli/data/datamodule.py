@@ -9,8 +9,9 @@ sees depends on the likelihood's support and is produced per batch, on the devic
     unit     -> (x + u)/256, u ~ U[0,1): uniform dequantisation, fresh per training batch
     discrete -> the integer values 0..255 (as float)
 
-Validation and test splits are transformed once with a fixed seed, so every evaluation of
-a checkpoint scores exactly the same data.
+Validation and test splits are transformed once, each with its own fixed seed (see
+support.fixed_transform): every evaluation of a checkpoint, and of every run on the same dataset
+and support, scores exactly the same data, whatever --binarize, --val-size or the family.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vae_cli.config import Config
 from vae_cli.data import checks
 from vae_cli.data.batches import TensorBatches
 from vae_cli.data.registry import DATASETS
-from vae_cli.data.support import EVAL_SEED, bits_offset, to_unit_support
+from vae_cli.data.support import bits_offset, fixed_transform, to_unit_support
 from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import LIKELIHOODS, Support
 
@@ -60,14 +61,13 @@ class VAEDataModule(pl.LightningDataModule):
         if val_size >= len(pool):
             raise VaeError(f"val_size {val_size} leaves no training data ({len(pool)} examples)")
         train, val = pool[:-val_size], pool[-val_size:]
-        g = torch.Generator().manual_seed(EVAL_SEED)
-        fixed = lambda x: to_unit_support(x, self.support, self.cfg.binarize, g)  # noqa: E731
+        fixed = lambda x, split: fixed_transform(x, split, self.support, self.cfg.binarize)  # noqa: E731
         static = self.support == "binary" and self.cfg.binarize == "static"
         self.splits = {
             # uint8 until the batch is on the device, unless binarised once for good
-            "train": fixed(train) if static else train,
-            "val": fixed(val),
-            "test": fixed(test),
+            "train": fixed(train, "train") if static else train,
+            "val": fixed(val, "val"),
+            "test": fixed(test, "test"),
         }
         for split in ("val", "test"):
             checks.check_support(self.splits[split], self.support, self.cfg.likelihood,

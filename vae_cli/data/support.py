@@ -10,7 +10,8 @@ from torch import Tensor
 
 from vae_cli.model.likelihoods import Support
 
-EVAL_SEED = 1234  # the fixed seed of the one-time eval binarisation / dequantisation
+EVAL_SEED = 1234  # the test split's one-time binarisation / dequantisation seed (see fixed_seed)
+FIXED_SEED_OFFSETS = {"test": 0, "val": 1, "train": 2}  # train: only under --binarize static
 
 
 def to_unit_support(x: Tensor, support: Support, binarize: str, generator=None) -> Tensor:
@@ -26,6 +27,18 @@ def to_unit_support(x: Tensor, support: Support, binarize: str, generator=None) 
         u = torch.rand(x.shape, generator=generator, device=x.device)
         return (x.float() + u) / 256
     return x.float()
+
+
+def fixed_seed(split: str) -> int:
+    """The seed of a split's one-time transform: test 1234, val 1235, static train 1236."""
+    return EVAL_SEED + FIXED_SEED_OFFSETS[split]
+
+
+def fixed_transform(x: Tensor, split: str, support: Support, binarize: str) -> Tensor:
+    """A split's one-time binarisation / dequantisation, a function of (data, split) alone:
+    it uses the first torch.rand(x.shape) draw of a fresh CPU generator seeded fixed_seed(split),
+    so no other split's draw (and no setting that sizes one) can shift it."""
+    return to_unit_support(x, support, binarize, torch.Generator().manual_seed(fixed_seed(split)))
 
 
 def to_image(x: Tensor, support: Support) -> Tensor:

@@ -33,9 +33,11 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def eval_noise(seed: int, batch_index: int, device: torch.device):
-    """The RNG context of global eval batch `batch_index`: independent of the world size."""
-    return seeded(mix_seed(seed, 0xE7A1, batch_index), device)
+def eval_noise(seed: int, batch_index: int, device: torch.device, stream: int = 0):
+    """The RNG context of global eval batch `batch_index`: independent of the world size.
+    Streams keep one statistic's draws from shifting another's: 0 is the ELBO and IW
+    bound, 1 the active-unit statistics (so --iw-samples cannot move them)."""
+    return seeded(mix_seed(seed, 0xE7A1 + stream, batch_index), device)
 
 
 class RankSeed(pl.Callback):

@@ -78,16 +78,19 @@ def peak_rss_mib() -> float | None:
 
 
 def protocol(cfg: Config, dm: VAEDataModule) -> str:
-    """One sentence on how the evaluated data was put on the likelihood's support."""
-    from vae_cli.data.support import EVAL_SEED
+    """How the evaluated split was put on the likelihood's support, exactly enough to redo it."""
+    from vae_cli.data.support import fixed_seed
 
+    split = dm.eval_split
+    draw = (
+        f"u = torch.rand((N, C, H, W), generator=torch.Generator().manual_seed({fixed_seed(split)})) "
+        f"over the {split} split's N uint8 images k in loader order (seed {fixed_seed('test')} for "
+        f"test, {fixed_seed('val')} for val, whatever the other settings)"
+    )
     if dm.support == "binary":
         if cfg.binarize == "none":
             return "grey levels x/255 scored by a Bernoulli: not a normalised density"
-        return f"binarised once: x ~ Bernoulli(pixel/255) with torch seed {EVAL_SEED}"
+        return f"binarised once: x = 1[255 u < k], a Bernoulli(k/255) draw, with {draw}"
     if dm.support == "unit":
-        return (
-            f"uniformly dequantised once: (k + u)/256 with torch seed {EVAL_SEED}; "
-            "bits/dim on the 8-bit scale"
-        )
+        return f"uniformly dequantised once: x = (k + u)/256 with {draw}; bits/dim on the 8-bit scale"
     return "8-bit integer values 0..255"

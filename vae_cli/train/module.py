@@ -145,10 +145,10 @@ class VAEModule(pl.LightningModule):
         means["bpd"] = self.bpd(means["elbo"])
         return {f"train/{name}_{suffix}": value for name, value in means.items()}
 
-    def eval_noise(self, batch_idx: int):
+    def eval_noise(self, batch_idx: int, stream: int = 0):
         """Same z draws for the same examples whatever the world size (docs/scaling.md)."""
         b = eval_batch_index(batch_idx, self.global_rank, self.trainer.world_size)
-        return eval_noise(self.eval_seed, b, self.device)
+        return eval_noise(self.eval_seed, b, self.device, stream)
 
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
         with self.eval_noise(batch_idx):
@@ -167,7 +167,9 @@ class VAEModule(pl.LightningModule):
         for name, value in out.items():
             self.test_sums[name].update(value.double())
             self.test_sums[f"{name}_sq"].update(value.double() ** 2)
-        for i, mu in enumerate(self.vae.posterior_means(x)):
+        with self.eval_noise(batch_idx, stream=1):  # the 2-layer E[z2|x] averages z1 draws
+            means = self.vae.posterior_means(x)
+        for i, mu in enumerate(means):
             self.mu_sums[f"z{i + 1}"].update(mu)
             self.mu_sums[f"z{i + 1}_sq"].update(mu.double() ** 2)
 
@@ -195,9 +197,10 @@ class VAEModule(pl.LightningModule):
             results[name] = mean.item()
             # standard error of the mean over examples (unbiased variance)
             results[f"{name}_stderr"] = (var * n / (n - 1).clamp_min(1) / n).sqrt().item()
-        results["bpd_elbo"] = self.bpd(torch.tensor(results["elbo"])).item()
+        # float64 like the means (a float32 tensor would round the bpd to ~7 digits)
+        results["bpd_elbo"] = self.bpd(torch.tensor(results["elbo"], dtype=torch.float64)).item()
         if "iw" in results:
-            results["bpd_iw"] = self.bpd(torch.tensor(results["iw"])).item()
+            results["bpd_iw"] = self.bpd(torch.tensor(results["iw"], dtype=torch.float64)).item()
         results.update(self.active_units(n))
         self.test_results = results
         for metric in (*self.test_sums.values(), *self.mu_sums.values()):
