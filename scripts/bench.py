@@ -130,6 +130,9 @@ class StepTimer(pl.Callback):
                 self.elapsed = self.clock.stop()
 
     def rate(self) -> Rate:
+        if not self.images or not self.elapsed[0]:
+            raise RuntimeError(f"no step was timed: max_steps must exceed the {self.warmup} warm-up steps "
+                               "by more than a Lightning batch (steps_per_call steps)")  # fmt: skip
         return self.images / self.elapsed[0], self.images / self.elapsed[1]
 
 
