@@ -362,6 +362,17 @@ def machine() -> str:
     )
 
 
+KEPT_HEADING = "\n## GPU check"  # written by hand from `make gpu-check` (scripts/gpu_check.py)
+
+
+def kept_sections(out: Path) -> str:
+    """The GPU-check section of an existing benchmarks page, from its heading to the end:
+    `make bench` rewrites its own CPU tables and leaves that section as it was."""
+    text = out.read_text() if out.exists() else ""
+    start = text.find(KEPT_HEADING)
+    return text[start:] if start >= 0 else ""
+
+
 def spread(xs: list[float]) -> str:
     return f"{min(xs):,.0f}-{max(xs):,.0f}"
 
@@ -476,7 +487,7 @@ def main() -> int:
     ]
     table = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    args.out.write_text(table + kept_sections(args.out))
     print()
     print(table)
     print(f"wrote {args.out}")

@@ -244,3 +244,10 @@ def test_every_stage_runs_end_to_end_on_the_cpu(tmp_path: Path):
     (t1,) = d["table1"]
     assert t1["experiment"] == "iwae-2l-iwae-k5" and t1["steady_epoch_s"] > 0
     assert (out / report.MD_NAME).read_text().startswith("# GPU check")
+
+
+def test_make_bench_keeps_the_gpu_check_section(tmp_path: Path):
+    page = tmp_path / "benchmarks.md"
+    assert bench.kept_sections(page) == ""  # no page yet
+    page.write_text("# Benchmarks\n\n| cpu | table |\n\n## GPU check: H200, 2027-01-01\n\n| gpu | 1 |\n")
+    assert bench.kept_sections(page) == "\n## GPU check: H200, 2027-01-01\n\n| gpu | 1 |\n"
