@@ -42,7 +42,7 @@ bench: install data-copy
 # run of under 9 minutes, written to $(OUT)/gpu-check.json and .md; elsewhere one line, exit 0.
 # The probe runs under a bare python3 before anything is installed. The venv is reused if there
 # is one; else it is made to see $(PYTHON3)'s own packages (a GPU image's torch, pip and
-# setuptools, also when that python3 is itself a venv: a .pth file names its site-packages) and
+# setuptools, also when that python3 is itself a venv: a .pth file adds its site-packages) and
 # this package is installed without build isolation, so nothing already there is downloaded:
 # it works on an offline GPU machine whose python3 has torch and Lightning. Elsewhere pip fetches
 # what is missing.
@@ -60,7 +60,7 @@ gpu-check-run: $(GPU_STAMP)
 $(GPU_STAMP): pyproject.toml
 	@if [ ! -d $(VENV) ]; then \
 		$(PYTHON3) -m venv --system-site-packages --without-pip $(VENV) && \
-		$(PYTHON3) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+		$(PYTHON3) -c 'import sysconfig; p = sysconfig.get_paths(); print("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dict.fromkeys((p["purelib"], p["platlib"]))))' \
 			> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_site.pth"; \
 	fi
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
