@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from vae_cli.cli import quiet_lightning  # noqa: E402
 from vae_cli.config import Config  # noqa: E402
 from vae_cli.data import registry as data  # noqa: E402
+from vae_cli.data.datamodule import VAEDataModule  # noqa: E402
 from vae_cli.train import fit as training  # noqa: E402
 from vae_cli.train.evaluate import evaluate_checkpoint  # noqa: E402
 from vae_cli.train.fastpath import NVML_CHECK  # noqa: E402
@@ -71,8 +72,13 @@ def load_data(data_dir: str | None, eval_examples: int) -> tuple[Tensor, Tensor,
         test = torch.randint(0, 256, (10000, 1, 28, 28), dtype=torch.uint8, generator=g)
         what = "random uint8 data of MNIST's shape (no --data-dir given)"
     test = test[:eval_examples]
-    data.register(DATASET, (1, 28, 28), 5000, "benchmark data")(lambda _dir: (pool, test))
+    register_tensors(pool, test)
     return pool[:-5000], test, what
+
+
+def register_tensors(pool: Tensor, test: Tensor) -> None:
+    """Make (pool, test) the DATASET that `vae train` / `vae eval` load in this process."""
+    data.register(DATASET, (1, 28, 28), 5000, "benchmark data")(lambda _dir: (pool, test))
 
 
 # ---------------------------------------------------------------------------- timing
@@ -85,10 +91,19 @@ class Clock:
         self.wall = self.cpu = 0.0
 
     def start(self) -> None:
+        cuda_sync()
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def stop(self) -> tuple[float, float]:
+        cuda_sync()
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def cuda_sync() -> None:
+    """CUDA runs asynchronously: a host clock read only means something after a sync. A
+    no-op where CUDA was never used (CPU runs)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 Rate = tuple[float, float]  # (images per wall-clock second, images per CPU second)
@@ -98,7 +113,9 @@ class StepTimer(pl.Callback):
     """Images per second over the training steps after the first `warmup` optimiser steps.
 
     Counted in Lightning batches from the first one that starts at or after `warmup` steps:
-    a `vae train` batch carries several optimiser steps (Config.steps_per_call)."""
+    a `vae train` batch carries several optimiser steps (Config.steps_per_call). The clock
+    is read (a device sync on CUDA) only at the start and after the batch that reaches
+    max_steps, so the timer adds no sync to the steps it times."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.images, self.started = warmup, 0, False
@@ -113,9 +130,13 @@ class StepTimer(pl.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         if self.started:  # a vae train batch is a tuple of mini-batches, a plain one [x]
             self.images += sum(len(b) for b in batch) if isinstance(batch, list | tuple) else len(batch)
-            self.elapsed = self.clock.stop()
+            if trainer.global_step >= trainer.max_steps:
+                self.elapsed = self.clock.stop()
 
     def rate(self) -> Rate:
+        if not self.images or not self.elapsed[0]:
+            raise RuntimeError(f"no step was timed: max_steps must exceed the {self.warmup} warm-up steps "
+                               "by more than a Lightning batch (steps_per_call steps)")  # fmt: skip
         return self.images / self.elapsed[0], self.images / self.elapsed[1]
 
 
@@ -137,7 +158,7 @@ def hand_nets() -> tuple[nn.Module, nn.Module]:
 def hand_loss(enc: nn.Module, dec: nn.Module, xb: Tensor, tuned: bool = False) -> Tensor:
     """Negative ELBO per batch mean, written out: BCE-with-logits and the closed-form KL."""
     if tuned:  # the binarisation vae_cli.data.support uses: same Bernoulli(x/255), faster on CPU
-        x = (torch.rand(xb.shape) * 255 < xb).float().flatten(1)
+        x = (torch.rand(xb.shape, device=xb.device) * 255 < xb).float().flatten(1)
     else:  # dynamic binarisation as one writes it first
         x = torch.bernoulli(xb.float() / 255).flatten(1)
     mu, logvar = enc(x).chunk(2, dim=-1)
@@ -147,44 +168,66 @@ def hand_loss(enc: nn.Module, dec: nn.Module, xb: Tensor, tuned: bool = False) -
     return (kl - recon).mean()
 
 
-def run_hand(train: Tensor, batch: int, warmup: int, steps: int, tuned: bool = False) -> Rate:
+def run_hand(
+    train: Tensor,
+    batch: int,
+    warmup: int,
+    steps: int,
+    tuned: bool = False,
+    precision: str = "32-true",
+    compile: bool = False,
+) -> Rate:
     """(a): the minimal loop. Every epoch a fresh permutation; batches are index slices.
 
     tuned: with the two kernel choices `vae train` makes (fused Adam, binarisation by a
-    uniform fill), so the table shows how much of its speed comes from them."""
+    uniform fill), so the table shows how much of its speed comes from them.
+    On the device `train` lives on (device-resident on a GPU: the permutation too);
+    precision "bf16-mixed" runs the loss under bf16 autocast; compile torch.compiles it."""
     # A script of its own would not import Lightning, whose import sets this variable and
     # so makes every Adam.step probe NVML (see vae_cli.train.fastpath.NoNvmlProbePerStep).
     saved = os.environ.pop(NVML_CHECK, None)
     try:
-        return _hand_loop(train, batch, warmup, steps, tuned)
+        return _hand_loop(train, batch, warmup, steps, tuned, precision, compile)
     finally:
         if saved is not None:
             os.environ[NVML_CHECK] = saved
 
 
-def _hand_loop(train: Tensor, batch: int, warmup: int, steps: int, tuned: bool) -> Rate:
+def _hand_loop(
+    train: Tensor, batch: int, warmup: int, steps: int, tuned: bool, precision: str, compile: bool
+) -> Rate:
+    loop = hand_steps(train, batch, tuned, precision, compile)
+    for _ in range(warmup):
+        next(loop)
+    clock = Clock()
+    clock.start()
+    images = sum(next(loop)[0] for _ in range(steps))
+    wall, cpu = clock.stop()
+    return images / wall, images / cpu
+
+
+def hand_steps(
+    train: Tensor, batch: int, tuned: bool = False, precision: str = "32-true", compile: bool = False
+) -> Iterator[tuple[int, Tensor]]:
+    """The hand-written loop, one optimiser step per next(): (images in the batch, its loss).
+    Endless; every epoch a fresh permutation, batches are index slices of `train`."""
     torch.manual_seed(0)
-    enc, dec = hand_nets()
+    device = train.device
+    enc, dec = (net.to(device) for net in hand_nets())
     params = [*enc.parameters(), *dec.parameters()]
     opt = torch.optim.Adam(params, lr=1e-3, **({"fused": True} if tuned else {}))
-    done, images, clock = 0, 0, Clock()
-    while done < warmup + steps:
-        perm = torch.randperm(len(train))
+    loss_fn = torch.compile(hand_loss) if compile else hand_loss
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+    while True:
+        perm = torch.randperm(len(train), device=device)
         for i in range(0, len(train), batch):
-            if done == warmup:
-                clock.start()
             xb = train[perm[i : i + batch]]
-            loss = hand_loss(enc, dec, xb, tuned)
+            with autocast:
+                loss = loss_fn(enc, dec, xb, tuned)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            done += 1
-            if done > warmup:
-                images += len(xb)
-            if done == warmup + steps:
-                break
-    wall, cpu = clock.stop()
-    return images / wall, images / cpu
+            yield len(xb), loss.detach()
 
 
 class PlainVAE(pl.LightningModule):
@@ -203,25 +246,43 @@ class PlainVAE(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
-def run_plain(train: Tensor, batch: int, warmup: int, steps: int, tmp: Path) -> Rate:
+def run_plain(
+    train: Tensor,
+    batch: int,
+    warmup: int,
+    steps: int,
+    tmp: Path,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+) -> Rate:
+    """(b) on host data (a DataLoader copies each batch to the accelerator), as written first."""
     torch.manual_seed(0)
     timer = StepTimer(warmup)
     loader = DataLoader(TensorDataset(train), batch_size=batch, shuffle=True)
     trainer = pl.Trainer(
-        max_steps=warmup + steps, accelerator="cpu", devices=1, default_root_dir=str(tmp / "plain"),
-        enable_checkpointing=False, enable_model_summary=False, callbacks=[timer],
+        max_steps=warmup + steps, accelerator=accelerator, devices=1, precision=precision,
+        default_root_dir=str(tmp / "plain"), enable_checkpointing=False, enable_model_summary=False,
+        callbacks=[timer],
     )  # fmt: skip
     with _quiet():
         trainer.fit(PlainVAE(), loader)
     return timer.rate()
 
 
-def run_vae(batch: int, warmup: int, steps: int, tmp: Path, compile: bool = False) -> tuple[Rate, Path]:
+def run_vae(
+    batch: int,
+    warmup: int,
+    steps: int,
+    tmp: Path,
+    compile: bool = False,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
+) -> tuple[Rate, Path]:
     """(0): `vae train` in-process, exactly what the CLI's train command calls."""
     cfg = Config(
         experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
         batch_size=batch, max_steps=warmup + steps, epochs=1000, runs_dir=str(tmp / "runs"),
-        accelerator="cpu", compile=compile,
+        accelerator=accelerator, compile=compile, precision=precision,
     ).validate()  # fmt: skip
     timer = StepTimer(warmup)
     with _quiet():
@@ -240,10 +301,10 @@ def _quiet():
 
 
 # ---------------------------------------------------------------------------- evaluation
-def checkpoint_for_eval(tmp: Path) -> Path:
+def checkpoint_for_eval(tmp: Path, accelerator: str = "cpu") -> Path:
     """One short training epoch at batch 512, so the checkpoint is written as in a real run."""
     cfg = Config(experiment="bench-eval", dataset=DATASET, batch_size=512, epochs=1,
-                 runs_dir=str(tmp / "runs"), accelerator="cpu").validate()  # fmt: skip
+                 runs_dir=str(tmp / "runs"), accelerator=accelerator).validate()  # fmt: skip
     with _quiet():
         run_dir = training.fit(cfg)
     assert run_dir is not None
@@ -251,17 +312,18 @@ def checkpoint_for_eval(tmp: Path) -> Path:
 
 
 @torch.no_grad()
-def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
+def raw_iw(ckpt: Path, k: int, chunk: int, device: str = "cpu") -> tuple[float, int]:
     """The forward passes `vae eval` needs for the IW bound, written out, at the batch size
     `vae eval` uses (the run's); returns seconds and examples."""
-    module = load_module(ckpt)
+    module = load_module(ckpt).to(device)
     batch = module.cfg.batch_size
-    dm = data.VAEDataModule(module.cfg)
+    dm = VAEDataModule(module.cfg)
     dm.setup("test")
-    test = dm.splits["test"]
+    test = dm.splits["test"].to(device)
     enc, dec = module.vae.encoder, module.vae.decoder
     half_log_2pi = 0.5 * math.log(2 * math.pi)
     torch.manual_seed(0)
+    cuda_sync()
     start = time.perf_counter()
     for i in range(0, len(test), batch):
         x = test[i : i + batch].flatten(1)
@@ -269,7 +331,7 @@ def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
         std = (0.5 * logvar).exp()
         parts = []
         for s in range(0, k, chunk):
-            eps = torch.randn(min(chunk, k - s), *mu.shape)
+            eps = torch.randn(min(chunk, k - s), *mu.shape, device=mu.device)
             z = mu + std * eps
             logits = dec(z.flatten(0, 1)).flatten(1)
             xk = x.expand(len(eps), *x.shape).flatten(0, 1)
@@ -279,6 +341,7 @@ def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
             lw = log_px.view(len(eps), -1) + log_pz - log_qz
             parts.append(torch.logsumexp(lw.double(), dim=0))
         torch.logsumexp(torch.stack(parts), dim=0)
+    cuda_sync()
     return time.perf_counter() - start, len(test)
 
 
@@ -301,6 +364,17 @@ def machine() -> str:
         f"{cpu}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"pytorch-lightning {pl.__version__}, Python {platform.python_version()}"
     )
+
+
+KEPT_HEADING = "\n## GPU check"  # written by hand from `make gpu-check` (scripts/gpu_check.py)
+
+
+def kept_sections(out: Path) -> str:
+    """The GPU-check section of an existing benchmarks page, from its heading to the end:
+    `make bench` rewrites its own CPU tables and leaves that section as it was."""
+    text = out.read_text() if out.exists() else ""
+    start = text.find(KEPT_HEADING)
+    return text[start:] if start >= 0 else ""
 
 
 def spread(xs: list[float]) -> str:
@@ -417,7 +491,7 @@ def main() -> int:
     ]
     table = "\n".join(lines)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(table)
+    args.out.write_text(table + kept_sections(args.out))
     print()
     print(table)
     print(f"wrote {args.out}")
