@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vae_cli.cli import quiet_lightning  # noqa: E402
-from vae_cli.config import Config  # noqa: E402
 from vae_cli.data import registry as data  # noqa: E402
+from vae_cli.settings import Config, RunSettings  # noqa: E402
 from vae_cli.train import fit as training  # noqa: E402
 from vae_cli.train.evaluate import evaluate_checkpoint  # noqa: E402
 from vae_cli.train.fastpath import NVML_CHECK  # noqa: E402
@@ -220,12 +220,12 @@ def run_vae(batch: int, warmup: int, steps: int, tmp: Path, compile: bool = Fals
     """(0): `vae train` in-process, exactly what the CLI's train command calls."""
     cfg = Config(
         experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
-        batch_size=batch, max_steps=warmup + steps, epochs=1000, runs_dir=str(tmp / "runs"),
-        accelerator="cpu", compile=compile,
+        batch_size=batch, max_steps=warmup + steps, epochs=1000, compile=compile,
     ).validate()  # fmt: skip
+    run = RunSettings(runs_dir=str(tmp / "runs"), accelerator="cpu")
     timer = StepTimer(warmup)
     with _quiet():
-        run_dir = training.fit(cfg, callbacks=[timer])
+        run_dir = training.fit(cfg, callbacks=[timer], run=run)
     assert run_dir is not None
     return timer.rate(), run_dir
 
@@ -242,10 +242,9 @@ def _quiet():
 # ---------------------------------------------------------------------------- evaluation
 def checkpoint_for_eval(tmp: Path) -> Path:
     """One short training epoch at batch 512, so the checkpoint is written as in a real run."""
-    cfg = Config(experiment="bench-eval", dataset=DATASET, batch_size=512, epochs=1,
-                 runs_dir=str(tmp / "runs"), accelerator="cpu").validate()  # fmt: skip
+    cfg = Config(experiment="bench-eval", dataset=DATASET, batch_size=512, epochs=1).validate()
     with _quiet():
-        run_dir = training.fit(cfg)
+        run_dir = training.fit(cfg, run=RunSettings(runs_dir=str(tmp / "runs"), accelerator="cpu"))
     assert run_dir is not None
     return run_dir / "checkpoints" / "last.ckpt"
 
@@ -284,7 +283,7 @@ def raw_iw(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
 
 def vae_eval(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
     with _quiet():
-        res = evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk)
+        res = evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk, run=RunSettings(accelerator="cpu"))
     return float(res["wall_time_s"]), int(res["n_examples"])
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from vae_cli import config
+from vae_cli import settings
 from vae_cli.cli import quiet_lightning
 from vae_cli.errors import VaeError
 from vae_cli.train.fit import fit
@@ -24,14 +24,15 @@ def main() -> int:
     args = parser.parse_args()
     quiet_lightning()
     console = Console(soft_wrap=True)
-    exps = config.Experiments.load()
+    exps = settings.Experiments.load()
     ran, missing, failed = [], [], []
     for name in exps.named:
         overrides = {"accelerator": "cpu"}
         if args.data_dir and Path(args.data_dir).exists():
             overrides["data_dir"] = args.data_dir
         try:
-            fit(config.resolve(name, overrides=overrides), smoke=True, console=console)
+            cfg, run = settings.resolve_all(name, overrides=overrides)
+            fit(cfg, smoke=True, console=console, run=run)
             ran.append(name)
         except VaeError as e:
             (missing if "not found" in str(e) else failed).append(name)
