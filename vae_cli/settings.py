@@ -431,7 +431,8 @@ def markdown_table() -> str:
 def allowed(d: Declared) -> str:
     """The values a setting accepts, in words (docs table and --help)."""
     if d.spec.choices:
-        return ", ".join(str(c) for c in d.spec.choices)
+        names = ", ".join(str(c) for c in d.spec.choices)
+        return f"{names} (or one registered at run time)" if d.spec.open else names
     text = describe_range(d.spec)
     if d.spec.hint:
         text = f"{text} ({d.spec.hint})" if text else d.spec.hint
