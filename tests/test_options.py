@@ -65,10 +65,9 @@ def test_version_and_completion():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"vae-cli {__version__}"
     assert "--install-completion" in help_text()
-    completion = CliRunner().invoke(
-        app, [], prog_name="vae",
-        env={"_VAE_COMPLETE": "complete_bash", "COMP_WORDS": "vae train --likelihood gaussian-", "COMP_CWORD": "3"},
-    )  # fmt: skip
+    words = "vae train --likelihood gaussian-"
+    env = {"_VAE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
+    completion = CliRunner().invoke(app, [], prog_name="vae", env=env)
     assert completion.output.split() == ["gaussian-learned", "gaussian-optimal", "gaussian-pixel"]
 
 

@@ -23,9 +23,9 @@ def test_registries_hold_exactly_the_declared_names():
     """--help lists the names without importing torch; they must not drift from the registries."""
     import vae_cli.data  # noqa: F401  (registers the built-in datasets)
     from vae_cli.data.registry import DATASETS
+    from vae_cli.model.build import STOCHASTIC_LAYERS
     from vae_cli.model.likelihoods import LIKELIHOODS
     from vae_cli.model.networks import ARCHITECTURES
-    from vae_cli.model.vae import STOCHASTIC_LAYERS
     from vae_cli.train.objectives import OBJECTIVES
     from vae_cli.train.schedules import SCHEDULES
 

@@ -15,7 +15,7 @@ from vae_cli.data.batches import eval_batch_index
 from vae_cli.data.registry import lookup
 from vae_cli.data.support import bits_offset
 from vae_cli.model import activity, estimators
-from vae_cli.model import vae as model
+from vae_cli.model.build import build as build_model
 from vae_cli.model.likelihoods import LIKELIHOODS
 from vae_cli.train import fastpath, guards, schedules
 from vae_cli.train.distributed import eval_noise
@@ -35,7 +35,7 @@ class VAEModule(pl.LightningModule):
         self.shape = lookup(self.cfg.dataset).shape
         self.dims = math.prod(self.shape)
         self.bits_offset = bits_offset(LIKELIHOODS[self.cfg.likelihood].support)
-        self.vae = model.build(self.cfg, self.shape)
+        self.vae = build_model(self.cfg, self.shape)
         self.objective = OBJECTIVES[self.cfg.objective]
         self.guard = guards.NonFiniteGuard(self.cfg.nonfinite, self.cfg.skip_grad_norm)
         self.step_loss = torch.zeros(())  # the loss of the step being taken, for the guard
