@@ -1,4 +1,5 @@
-"""Run every experiment in experiments.yaml as a smoke run (one batch per stage, no files).
+"""Run every named experiment (vae_cli/experiments.yaml, merged with ./experiments.yaml) as a
+smoke run (one batch per stage, no files).
 
 Experiments whose data is not on this machine are reported as such, not silently skipped:
 the script fails if an experiment fails for any other reason, or if none could run.
