@@ -49,9 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vae_cli.cli import quiet_lightning  # noqa: E402
-from vae_cli.config import Config  # noqa: E402
 from vae_cli.data import registry as data  # noqa: E402
 from vae_cli.data.datamodule import VAEDataModule  # noqa: E402
+from vae_cli.settings import Config, RunSettings  # noqa: E402
 from vae_cli.train import fit as training  # noqa: E402
 from vae_cli.train.evaluate import evaluate_checkpoint  # noqa: E402
 from vae_cli.train.fastpath import NVML_CHECK  # noqa: E402
@@ -281,12 +281,12 @@ def run_vae(
     """(0): `vae train` in-process, exactly what the CLI's train command calls."""
     cfg = Config(
         experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
-        batch_size=batch, max_steps=warmup + steps, epochs=1000, runs_dir=str(tmp / "runs"),
-        accelerator=accelerator, compile=compile, precision=precision,
+        batch_size=batch, max_steps=warmup + steps, epochs=1000, compile=compile,
     ).validate()  # fmt: skip
+    run = RunSettings(runs_dir=str(tmp / "runs"), accelerator=accelerator, precision=precision)
     timer = StepTimer(warmup)
     with _quiet():
-        run_dir = training.fit(cfg, callbacks=[timer])
+        run_dir = training.fit(cfg, callbacks=[timer], run=run)
     assert run_dir is not None
     return timer.rate(), run_dir
 
@@ -303,10 +303,9 @@ def _quiet():
 # ---------------------------------------------------------------------------- evaluation
 def checkpoint_for_eval(tmp: Path, accelerator: str = "cpu") -> Path:
     """One short training epoch at batch 512, so the checkpoint is written as in a real run."""
-    cfg = Config(experiment="bench-eval", dataset=DATASET, batch_size=512, epochs=1,
-                 runs_dir=str(tmp / "runs"), accelerator=accelerator).validate()  # fmt: skip
+    cfg = Config(experiment="bench-eval", dataset=DATASET, batch_size=512, epochs=1).validate()
     with _quiet():
-        run_dir = training.fit(cfg)
+        run_dir = training.fit(cfg, run=RunSettings(runs_dir=str(tmp / "runs"), accelerator=accelerator))
     assert run_dir is not None
     return run_dir / "checkpoints" / "last.ckpt"
 
@@ -347,7 +346,7 @@ def raw_iw(ckpt: Path, k: int, chunk: int, device: str = "cpu") -> tuple[float, 
 
 def vae_eval(ckpt: Path, k: int, chunk: int) -> tuple[float, int]:
     with _quiet():
-        res = evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk)
+        res = evaluate_checkpoint(ckpt, "test", iw_samples=k, chunk=chunk, run=RunSettings(accelerator="cpu"))
     return float(res["wall_time_s"]), int(res["n_examples"])
 
 

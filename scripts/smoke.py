@@ -1,4 +1,5 @@
-"""Run every experiment in experiments.yaml as a smoke run (one batch per stage, no files).
+"""Run every named experiment (vae_cli/experiments.yaml, merged with ./experiments.yaml) as a
+smoke run (one batch per stage, no files).
 
 Experiments whose data is not on this machine are reported as such, not silently skipped:
 the script fails if an experiment fails for any other reason, or if none could run.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from vae_cli import config
+from vae_cli import settings
 from vae_cli.cli import quiet_lightning
 from vae_cli.errors import VaeError
 from vae_cli.train.fit import fit
@@ -24,14 +25,15 @@ def main() -> int:
     args = parser.parse_args()
     quiet_lightning()
     console = Console(soft_wrap=True)
-    exps = config.Experiments.load()
+    exps = settings.Experiments.load()
     ran, missing, failed = [], [], []
     for name in exps.named:
         overrides = {"accelerator": "cpu"}
         if args.data_dir and Path(args.data_dir).exists():
             overrides["data_dir"] = args.data_dir
         try:
-            fit(config.resolve(name, overrides=overrides), smoke=True, console=console)
+            cfg, run = settings.resolve_all(name, overrides=overrides)
+            fit(cfg, smoke=True, console=console, run=run)
             ran.append(name)
         except VaeError as e:
             (missing if "not found" in str(e) else failed).append(name)

@@ -49,7 +49,7 @@ def test_wrong_type_and_range_are_errors(tmp_path: Path):
 
 
 def test_repository_experiments_file_is_valid():
-    exps = Experiments.load(Path(__file__).resolve().parent.parent / "experiments.yaml")
+    exps = Experiments.load(Path(__file__).resolve().parent.parent / "vae_cli" / "experiments.yaml")
     assert {"quickstart", "mnist-bernoulli"} <= set(exps.named)
     for name in exps.named:
         assert resolve(name, experiments=exps).experiment == name

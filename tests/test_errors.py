@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_vae
+from conftest import EXPERIMENTS, ROOT, run_vae
 from typer.testing import CliRunner
 
 from vae_cli.cli import app
@@ -25,7 +25,7 @@ DOC = (ROOT / "docs" / "errors.md").read_text()
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A tiny trained run plus the broken files the rows need."""
     tmp = tmp_path_factory.mktemp("errors")
-    runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
+    runner = CliRunner(env={"VAE_EXPERIMENTS": str(EXPERIMENTS)})
     runs = tmp / "runs"
     result = runner.invoke(
         app, ["train", "--experiment", "quickstart", "--max-steps", "2", "--runs-dir", str(runs)]
@@ -121,7 +121,7 @@ def fill(text: str, env: dict[str, str]) -> str:
 def test_row(row, env, monkeypatch: pytest.MonkeyPatch):
     name, args, expected = row
     monkeypatch.chdir(env["tmp"])
-    runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
+    runner = CliRunner(env={"VAE_EXPERIMENTS": str(EXPERIMENTS)})
     result = runner.invoke(app, fill(args, env).split())
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     assert type(result.exception) is SystemExit  # not an uncaught exception (= a traceback)
@@ -151,7 +151,7 @@ def test_mnist_empty_dir_offline_fails_fast(env, monkeypatch: pytest.MonkeyPatch
     import time
 
     monkeypatch.setattr(datasets, "_reachable", lambda url, timeout=3.0: False)
-    runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
+    runner = CliRunner(env={"VAE_EXPERIMENTS": str(EXPERIMENTS)})
     start = time.perf_counter()
     result = runner.invoke(app, ["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--runs-dir",
                                  str(tmp_path / "runs")])  # fmt: skip
@@ -167,7 +167,7 @@ def test_data_outside_the_likelihoods_support(env, monkeypatch: pytest.MonkeyPat
     x = torch.linspace(-1, 1, 300 * 64).view(300, 1, 8, 8)
     spec = data.DatasetSpec((1, 8, 8), lambda d: (x, x[:50].clone()), 50, "floats in [-1, 1]")
     monkeypatch.setitem(data.DATASETS, "floaty", spec)
-    runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
+    runner = CliRunner(env={"VAE_EXPERIMENTS": str(EXPERIMENTS)})
     result = runner.invoke(app, ["train", "--dataset", "floaty", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and type(result.exception) is SystemExit
     text = " ".join(result.output.split())

@@ -13,14 +13,19 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae_cli.config import Config
 from vae_cli.data.support import to_unit_support
 from vae_cli.model import estimators
 from vae_cli.model.priors import StandardNormal
+from vae_cli.settings import Config, RunSettings
 from vae_cli.train import fit as training
 from vae_cli.train import schedules
 from vae_cli.train.fastpath import RunningMeans, ThrottledRichProgressBar
 from vae_cli.train.load import load_module
+
+
+def cpu(tmp_path: Path) -> RunSettings:
+    """Hardware and output of these runs: run settings, apart from the model's Config."""
+    return RunSettings(runs_dir=str(tmp_path), accelerator="cpu")
 
 
 def test_running_means_are_means_over_examples_not_batches():
@@ -59,9 +64,8 @@ def test_logged_training_means_equal_a_direct_computation(tmp_path: Path, monkey
     monkeypatch.setattr(estimators, "elbo", recording_elbo)
     every, batch = 4, 50
     cfg = Config(experiment="fastlog", dataset="digits", batch_size=batch, epochs=2, latent_dim=4,
-                 hidden_dim=32, log_every_n_steps=every, runs_dir=str(tmp_path),
-                 accelerator="cpu")  # fmt: skip
-    run_dir = training.fit(cfg.validate())
+                 hidden_dim=32, log_every_n_steps=every)  # fmt: skip
+    run_dir = training.fit(cfg.validate(), run=cpu(tmp_path))
     per_epoch = math.ceil((1797 - 360 - 180) / batch)  # digits: 360 test, 180 val examples
     assert len(records) == 2 * per_epoch
     dims_ln2 = 64 * math.log(2)
@@ -138,8 +142,8 @@ def test_compile_trains_a_few_steps(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager"))
     counters.clear()
     cfg = Config(experiment="compiled", dataset="digits", batch_size=50, max_steps=3, latent_dim=4,
-                 hidden_dim=32, runs_dir=str(tmp_path), accelerator="cpu", compile=True)  # fmt: skip
-    run_dir = training.fit(cfg.validate())
+                 hidden_dim=32, compile=True)  # fmt: skip
+    run_dir = training.fit(cfg.validate(), run=cpu(tmp_path))
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo captured the ELBO, not a no-op
     rows = read_rows(run_dir / "metrics.csv")
     assert int(rows[-1]["step"]) >= 2 or any(r.get("train/elbo_epoch") for r in rows)
@@ -150,7 +154,7 @@ def test_compile_trains_a_few_steps(tmp_path: Path, monkeypatch):
 # ---------------------------------------------------------------- several steps per Lightning batch
 def small_run(tmp_path: Path, name: str, **overrides) -> Config:
     values = dict(experiment=name, dataset="digits", batch_size=50, epochs=2, latent_dim=4,
-                  hidden_dim=32, log_every_n_steps=4, runs_dir=str(tmp_path), accelerator="cpu")  # fmt: skip
+                  hidden_dim=32, log_every_n_steps=4)  # fmt: skip
     return Config(**{**values, **overrides}).validate()
 
 
@@ -159,7 +163,8 @@ def test_steps_per_call_changes_speed_not_training(tmp_path: Path):
     the same order whatever steps_per_call is: 1 step or 4 steps per training_step must give
     the same weights and the same metrics.csv, row for row."""
     runs = {
-        s: training.fit(small_run(tmp_path, f"s{s}", binarize="static", steps_per_call=s)) for s in (1, 4)
+        s: training.fit(small_run(tmp_path, f"s{s}", binarize="static", steps_per_call=s), run=cpu(tmp_path))
+        for s in (1, 4)
     }
     a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in runs.values())
     assert a["global_step"] == b["global_step"] == 2 * math.ceil((1797 - 360 - 180) / 50)
@@ -174,7 +179,7 @@ def test_steps_per_call_changes_speed_not_training(tmp_path: Path):
 
 
 def test_max_steps_stops_inside_a_multi_step_batch(tmp_path: Path):
-    run_dir = training.fit(small_run(tmp_path, "maxsteps", max_steps=10, steps_per_call=8))
+    run_dir = training.fit(small_run(tmp_path, "maxsteps", max_steps=10, steps_per_call=8), run=cpu(tmp_path))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 10
 
@@ -195,9 +200,9 @@ def test_epoch_schedule_is_stepped_and_survives_a_resume(tmp_path: Path):
     resume at an epoch boundary."""
     cfg = small_run(tmp_path, "sched", schedule="iwae", epochs=2)
     first = LearningRates()
-    run_dir = training.fit(cfg, callbacks=[first])
+    run_dir = training.fit(cfg, callbacks=[first], run=cpu(tmp_path))
     resumed = LearningRates()
-    training.fit(dataclasses.replace(cfg, epochs=5), resume=run_dir, callbacks=[resumed])
+    training.fit(dataclasses.replace(cfg, epochs=5), resume=run_dir, callbacks=[resumed], run=cpu(tmp_path))
     seen = first.seen + resumed.seen
     assert sorted({e for e, _ in seen}) == [0, 1, 2, 3, 4]
     for epoch, lr in seen:
@@ -215,5 +220,7 @@ def test_progress_bar_counts_optimiser_steps(tmp_path: Path):
             assert isinstance(bar, ThrottledRichProgressBar)
             seen.append((bar.total_train_batches, trainer.num_training_batches))
 
-    training.fit(small_run(tmp_path, "bar", epochs=1, steps_per_call=8), callbacks=[Total()])
+    training.fit(
+        small_run(tmp_path, "bar", epochs=1, steps_per_call=8), callbacks=[Total()], run=cpu(tmp_path)
+    )
     assert seen == [(math.ceil((1797 - 360 - 180) / 50), 4)]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_vae
+from conftest import EXPERIMENTS, ROOT, run_vae
 from typer.testing import CliRunner
 
 from vae_cli.cli import app
@@ -45,7 +45,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def interrupt(tmp: Path, sig: int) -> subprocess.CompletedProcess:
     """Start training, signal it once the first epoch's checkpoint exists, wait for it to exit."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(EXPERIMENTS)}
     proc = subprocess.Popen([sys.executable, "-m", "vae_cli", *TRAIN, "--runs-dir", "runs"], cwd=tmp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     ckpt = tmp / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
@@ -97,7 +97,7 @@ def test_killed_run_resumes_to_the_same_result(sig, reference: Path, tmp_path: P
 
 
 def train_in_process(tmp_path: Path, *args: str):
-    runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
+    runner = CliRunner(env={"VAE_EXPERIMENTS": str(EXPERIMENTS)})
     return runner.invoke(app, [*TRAIN[:3], "--epochs", "2", "--runs-dir", str(tmp_path / "runs"), *args])
 
 
@@ -170,7 +170,7 @@ def test_eval_and_sample_leave_the_checkpoint_alone(reference: Path, tmp_path: P
     ckpts = sorted((reference / "checkpoints").iterdir())
     digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpts}
     mtimes = {p.name: p.stat().st_mtime_ns for p in ckpts}
-    runner = CliRunner(env={"VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")})
+    runner = CliRunner(env={"VAE_EXPERIMENTS": str(EXPERIMENTS)})
     assert runner.invoke(app, ["eval", str(reference), "-k", "5"]).exit_code == 0
     assert runner.invoke(app, ["sample", str(reference), "--out", str(tmp_path / "s.png")]).exit_code == 0
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpts} == digest

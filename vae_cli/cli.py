@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import signal
@@ -16,14 +17,19 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vae_cli import config as config_mod
-from vae_cli import report, runs
+from vae_cli import runs
+from vae_cli import settings as settings_mod
 from vae_cli.errors import VaeError, translate
+from vae_cli.options import with_settings
+from vae_cli.settings import MODEL_SETTINGS, RUN_SETTINGS, RunSettings
 
+# Rich markup mode for the help panels (one per settings group); every help text is escaped
+# (options.py, `command` below), so `[...]` in it is printed, not read as a tag.
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
     help="Train, evaluate and sample variational autoencoders with exact likelihoods.",
 )
 out = Console(soft_wrap=True)
@@ -53,8 +59,20 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def command(name: str | None = None) -> Callable[[F], F]:
+    """app.command, with friendly errors and the docstring escaped as help (E[x|z] stays)."""
+
+    def register(fn: F) -> F:
+        app.command(name, help=escape(inspect.cleandoc(fn.__doc__ or "")))(friendly(fn))
+        return fn
+
+    return register
+
+
 def quiet_lightning() -> None:
-    """Lightning's banner lines ("GPU available: ...") say nothing a user asked for."""
+    """Lightning's banner lines ("GPU available: ...") say nothing a user asked for.
+
+    Called by the commands that run Lightning, not at start-up: `vae --help` imports no torch."""
     import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO on import)
 
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
@@ -68,29 +86,41 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
 
+def show_version(value: bool) -> None:
+    if value:
+        from vae_cli import __version__
+
+        out.print(f"vae-cli {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
-    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.", metavar=""),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=show_version,
+        is_eager=True,
+        metavar="",
+    ),
 ) -> None:
     ctx.obj = {"debug": debug}
-    quiet_lightning()
 
 
 # ---------------------------------------------------------------------------- options shared
-RUNS_DIR = typer.Option(None, "--runs-dir", help="Where runs live [default: runs].")
-RUN_ARG = typer.Argument(None, help="Run directory or .ckpt file [default: the latest run].")
-# Trainer flags of eval/sample: not inherited from the run (see docs/scaling.md).
-ACCELERATOR = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu, ... [default: auto].")
-DEVICES = typer.Option(None, help="Devices per node (-1: all) [default: 1].")
-STRATEGY = typer.Option(None, help="Lightning strategy: auto, ddp, ddp_spawn, fsdp [default: auto].")
-NUM_NODES = typer.Option(None, help="Nodes (multi-node under torchrun or SLURM) [default: 1].")
-PRECISION = typer.Option(None, help="32-true, 16-mixed, bf16-mixed [default: 32-true].")
+RUN_ARG = typer.Argument(None, help="Run directory or .ckpt file.", show_default="the latest run")
+HARDWARE = ("accelerator", "devices", "strategy", "num_nodes", "precision")
+RUNS_DIR_HELP = {"runs_dir": "Where runs live (without RUN: the latest run there)."}
+# `vae train`: every setting but the run's name, which --experiment sets.
+TRAIN_SETTINGS = [n for n in settings_mod.SETTINGS if n not in ("experiment", "description")]
 
 
-def trainer_overrides(**flags: Any) -> dict[str, Any]:
-    """The trainer flags that were given, as Config overrides."""
-    return {k: v for k, v in flags.items() if v is not None}
+def run_flags(settings: dict[str, Any]) -> RunSettings:
+    """The run settings from the given flags and the declared defaults, never from a run."""
+    return settings_mod.run_settings({k: v for k, v in settings.items() if k in RUN_SETTINGS})
 
 
 def fmt(x: float) -> str:
@@ -98,61 +128,37 @@ def fmt(x: float) -> str:
 
 
 # ---------------------------------------------------------------------------- train
-@app.command()
-@friendly
+@command()
+@with_settings(TRAIN_SETTINGS)
 def train(
     ctx: typer.Context,
-    experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment in experiments.yaml."),
+    experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment (`vae experiments`)."),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
-    likelihood: str = typer.Option(None, help="Decoder likelihood p(x|z); see docs/likelihoods.md."),
-    dataset: str = typer.Option(None, help="digits, mnist, fashion-mnist, binarized-mnist, cifar10."),
-    data_dir: str = typer.Option(None, help="Dataset root [default: ./data]."),
-    binarize: str = typer.Option(None, help="bernoulli targets: dynamic | static | none."),
-    sigma: float = typer.Option(None, help="Fixed sigma of the gaussian likelihood (data in [0,1])."),
-    mixture_components: int = typer.Option(None, help="Logistics per value in logistic-mixture."),
-    latent_dim: int = typer.Option(None, help="Latent dimensions."),
-    hidden_dim: int = typer.Option(None, help="Hidden units per layer."),
-    arch: str = typer.Option(None, help="mlp | conv."),
-    epochs: int = typer.Option(None, help="Training epochs."),
-    max_steps: int = typer.Option(None, help="Stop after this many optimiser steps."),
-    batch_size: int = typer.Option(None, help="Examples per batch (per device)."),
-    lr: float = typer.Option(None, help="Adam learning rate."),
-    seed: int = typer.Option(None, help="Random seed."),
-    accelerator: str = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu, ..."),
-    devices: int = typer.Option(None, help="Devices per node (-1: all)."),
-    strategy: str = typer.Option(None, help="Lightning strategy: auto, ddp, ddp_spawn, fsdp."),
-    num_nodes: int = typer.Option(None, help="Nodes (multi-node under torchrun or SLURM)."),
-    precision: str = typer.Option(None, help="32-true, 16-mixed, bf16-mixed."),
-    runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
-    compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
-    steps_per_call: int = typer.Option(None, help="Optimiser steps per Lightning batch [default: 8]."),
-    objective: str = typer.Option(None, help="Training loss: elbo | iwae."),
-    k: int = typer.Option(None, "--k", help="Samples per example: the iwae bound's K, or the elbo average."),
-    beta: float = typer.Option(None, help="KL weight of the elbo objective (beta-VAE)."),
-    kl_warmup_steps: int = typer.Option(None, help="elbo objective: ramp beta linearly from 0 over N steps."),
-    stochastic_layers: int = typer.Option(None, help="1 | 2 (the IWAE paper's 2-layer model)."),
-    schedule: str = typer.Option(None, help="constant | iwae (Adam eps 1e-4, 3^i epochs at lr*10^(-i/7))."),
-    smoke: bool = typer.Option(False, "--smoke", help="One batch of each stage; writes no files."),
-    nonfinite: str = typer.Option(None, help="On a NaN/inf loss or gradient: stop | skip the update."),
-    skip_grad_norm: float = typer.Option(None, help="Skip updates with a larger gradient norm (0: off)."),
+    smoke: bool = typer.Option(
+        False, "--smoke", help="One batch of each stage; writes no files.", metavar=""
+    ),
     resume: str = typer.Option(
         None, "--resume", help="Continue RUN (a run directory, or `last`) from checkpoints/last.ckpt."
     ),
+    settings: dict[str, Any] | None = None,
 ) -> None:
-    """Train a VAE; writes runs/<experiment>/version_<n>/."""
-    overrides = {
-        k: v for k, v in locals().items() if k not in ("ctx", "experiment", "config_file", "smoke", "resume")
-    }
+    """Train a VAE; writes runs/<experiment>/version_<n>/.
+
+    Settings layer as: defaults < experiments.yaml < --experiment < --config < flags
+    (docs/settings.md lists them all).
+    """
+    settings = settings or {}
+    quiet_lightning()
     from vae_cli.train.checkpointing import RunInterrupted
     from vae_cli.train.fit import fit
 
     run_dir = None
     if resume is not None:
-        cfg, run_dir = resume_config(resume, experiment, config_file, smoke, overrides)
+        cfg, run, run_dir = resume_config(resume, experiment, config_file, smoke, settings)
     else:
-        cfg = config_mod.resolve(experiment, config_file, overrides)
+        cfg, run = settings_mod.resolve_all(experiment, config_file, settings)
     try:
-        fit(cfg, smoke=smoke, console=out, resume=run_dir)
+        fit(cfg, smoke=smoke, console=out, resume=run_dir, run=run)
     except RunInterrupted as e:
         where = e.checkpoint.parent.parent if e.checkpoint else None
         saved = (
@@ -166,85 +172,78 @@ def train(
         raise typer.Exit(128 + e.signum) from None
 
 
-# What may change when resuming: how long to train and on what hardware, not what is trained.
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "accelerator", "devices", "strategy", "num_nodes")
-
-
 def resume_config(
-    resume: str, experiment: str | None, config_file: Path | None, smoke: bool, overrides: dict[str, Any]
-) -> tuple[config_mod.Config, Path]:
+    resume: str, experiment: str | None, config_file: Path | None, smoke: bool, settings: dict[str, Any]
+) -> tuple[settings_mod.Config, RunSettings, Path]:
+    """The run's own config (only its `resumable` settings may change) and this process's
+    run settings (flags and defaults, as always; the run stays in its own directory)."""
     import dataclasses
 
     from vae_cli.train.checkpointing import resolve_resume
 
-    given = sorted(
-        k for k, v in overrides.items() if v is not None and k not in (*RESUME_MAY_CHANGE, "runs_dir")
-    )
-    if experiment or config_file or smoke or given:
-        what = ", ".join(f"--{k.replace('_', '-')}" for k in given) or "--experiment/--config/--smoke"
+    fixed = sorted(k for k in settings if k in MODEL_SETTINGS and not MODEL_SETTINGS[k].spec.resumable)
+    if experiment or config_file or smoke or fixed:
+        what = ", ".join(f"--{k.replace('_', '-')}" for k in fixed) or "--experiment/--config/--smoke"
+        may = [f"--{k.replace('_', '-')}" for k, d in MODEL_SETTINGS.items() if d.spec.resumable]
         raise VaeError(
             f"--resume continues a run with its own config; {what} cannot change it "
-            f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)} can): "
-            f"start a new run instead"
+            f"(only {', '.join(may)} and the hardware flags can): start a new run instead"
         )
-    run_dir, _ = resolve_resume(resume, Path(overrides.get("runs_dir") or "runs"))
-    saved = config_mod.read_yaml(run_dir / runs.CONFIG)
-    cfg = config_mod.from_dict(saved, str(run_dir / runs.CONFIG))
-    changes = {k: overrides[k] for k in RESUME_MAY_CHANGE if overrides.get(k) is not None}
+    run = run_flags(settings)
+    run_dir, _ = resolve_resume(resume, Path(run.runs_dir))
+    saved = settings_mod.read_yaml(run_dir / runs.CONFIG)
+    cfg = settings_mod.from_dict(saved, str(run_dir / runs.CONFIG))
+    changes = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
+    cfg = dataclasses.replace(cfg, **changes).validate()
     # The run lives where it is, whatever the working directory was when it started.
-    cfg = dataclasses.replace(cfg, **changes, runs_dir=str(run_dir.parent.parent)).validate()
-    return cfg, run_dir
+    run = dataclasses.replace(run, runs_dir=str(run_dir.parent.parent))
+    return cfg, run, run_dir
 
 
 # ---------------------------------------------------------------------------- eval
-@app.command("eval")
-@friendly
+@command("eval")
+@with_settings(
+    ("batch_size", "data_dir", "dataset", "likelihood", *HARDWARE, "runs_dir"),
+    from_run=("batch_size", "data_dir", "dataset", "likelihood"),
+    help={
+        "dataset": "Evaluate on another dataset of the same shape.",
+        "likelihood": "Assert the checkpoint's likelihood (an error if it differs).",
+        **RUNS_DIR_HELP,
+    },
+)
 def evaluate(
     ctx: typer.Context,
     run: Path = RUN_ARG,
-    split: str = typer.Option("test", help="test | val."),
+    split: str = typer.Option("test", help="Which split to score.", metavar="test|val"),
     iw_samples: int = typer.Option(
         100, "--iw-samples", "-k", help="Importance samples K for the IW bound (0: skip)."
     ),
     chunk: int = typer.Option(100, help="Importance samples per forward pass (bounds memory)."),
-    batch_size: int = typer.Option(None, help="Examples per batch [default: the run's]."),
-    data_dir: str = typer.Option(None, help="Dataset root [default: the run's]."),
     seed: int = typer.Option(0, help="Seed of the z samples."),
-    runs_dir: Path = RUNS_DIR,
-    dataset: str = typer.Option(
-        None, help="Evaluate on another dataset of the same shape [default: the run's]."
-    ),
-    likelihood: str = typer.Option(None, help="Assert the checkpoint's likelihood (an error if it differs)."),
-    accelerator: str = ACCELERATOR,
-    devices: int = DEVICES,
-    strategy: str = STRATEGY,
-    num_nodes: int = NUM_NODES,
-    precision: str = PRECISION,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Test-set ELBO, its terms, bits/dim and the importance-weighted bound; writes eval.json.
 
     The same numbers on any number of devices: every example is scored once, with z noise
-    seeded per fixed batch, and sums are all-reduced (docs/scaling.md).
+    seeded per fixed batch, and sums are all-reduced (docs/scaling.md). The hardware flags
+    never come from the run: one device at full precision unless given.
     """
+    settings = settings or {}
     if split not in ("test", "val"):
         raise VaeError(f'unknown split "{split}": choose test or val')
     if iw_samples < 0 or chunk < 1:
         raise VaeError("--iw-samples must be >= 0 and --chunk >= 1")
+    hardware = run_flags(settings)
+    overrides = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
+    for key, value in overrides.items():
+        settings_mod.check(key, value)  # unknown names: "did you mean"
+    quiet_lightning()
+    from vae_cli import report
     from vae_cli.train.evaluate import evaluate_checkpoint
 
-    ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
-    pairs = (
-        ("batch_size", batch_size),
-        ("data_dir", data_dir),
-        ("dataset", dataset),
-        ("likelihood", likelihood),
-    )
-    overrides = {k: v for k, v in pairs if v is not None}
-    overrides.update(trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
-                                       num_nodes=num_nodes, precision=precision))  # fmt: skip
-    config_mod.from_dict(overrides, "command-line flags").validate()  # unknown names: "did you mean"
+    ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     runs.ensure_writable(run_dir, "the run directory (eval.json goes there)")
-    results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides)
+    results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides, hardware)
     if results is None:  # a DDP worker (rank > 0): rank 0 reports and writes
         return
     rows = [("examples", str(results["n_examples"]))]
@@ -278,24 +277,21 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------- sample
-@app.command()
-@friendly
+@command()
+@with_settings(("accelerator", "precision", "runs_dir"), help=RUNS_DIR_HELP)
 def sample(
     ctx: typer.Context,
     run: Path = RUN_ARG,
     n: int = typer.Option(64, "--n", help="Number of samples."),
-    stochastic: bool = typer.Option(False, "--stochastic", help="Draw x ~ p(x|z) instead of showing E[x|z]."),
+    stochastic: bool = typer.Option(
+        False, "--stochastic", help=escape("Draw x ~ p(x|z) instead of showing E[x|z]."), metavar=""
+    ),
     temperature: float = typer.Option(1.0, help="Scale of the prior draw z ~ N(0, T^2 I)."),
     seed: int = typer.Option(0, help="Seed of the z (and x) draws."),
     out_file: Path = typer.Option(
-        None, "--out", help="PNG path [default: RUN/samples-{mean,stochastic}.png]."
+        None, "--out", help="PNG path.", show_default="RUN/samples-{mean,stochastic}.png"
     ),
-    runs_dir: Path = RUNS_DIR,
-    accelerator: str = ACCELERATOR,
-    devices: int = DEVICES,
-    strategy: str = STRATEGY,
-    num_nodes: int = NUM_NODES,
-    precision: str = PRECISION,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Draw z from the prior and write a PNG grid of E[x|z] (or of x ~ p(x|z)).
 
@@ -306,18 +302,15 @@ def sample(
         raise VaeError(f"--n must be >= 1, got {n}")
     if temperature <= 0:
         raise VaeError(f"--temperature must be > 0, got {temperature}")
+    hardware = run_flags(settings or {})
+    quiet_lightning()
+    from vae_cli import report
     from vae_cli.train.load import load_module
     from vae_cli.train.sample import sample_on_device
 
-    ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
+    ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     module = load_module(ckpt)
-    flags = trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
-                              num_nodes=num_nodes, precision=precision)  # fmt: skip
-    spread = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
-    if any(flags.get(k, v) != v for k, v in spread.items()):
-        err.print("note: sampling runs on one device; --devices/--strategy/--num-nodes only matter "
-                  "for train and eval")  # fmt: skip
-    images = sample_on_device(module, n, stochastic, temperature, seed, flags)
+    images = sample_on_device(module, n, stochastic, temperature, seed, hardware)
     if images is None:  # not global rank 0 of a multi-process launch
         return
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
@@ -328,31 +321,35 @@ def sample(
 
 
 # ---------------------------------------------------------------------------- reconstruct
-@app.command()
-@friendly
+@command()
+@with_settings(("data_dir", "runs_dir"), from_run=("data_dir",), help=RUNS_DIR_HELP)
 def reconstruct(
     ctx: typer.Context,
     run: Path = RUN_ARG,
     n: int = typer.Option(32, "--n", help="Number of inputs (the first N of the split)."),
     stochastic: bool = typer.Option(
-        False, "--stochastic", help="Draw x' ~ p(x|z) instead of showing E[x|z]."
+        False, "--stochastic", help=escape("Draw x' ~ p(x|z) instead of showing E[x|z]."), metavar=""
     ),
-    split: str = typer.Option("test", help="test | val."),
+    split: str = typer.Option("test", help="Which split's inputs.", metavar="test|val"),
     seed: int = typer.Option(0, help="Seed of the x' draws (--stochastic)."),
-    data_dir: str = typer.Option(None, help="Dataset root [default: the run's]."),
     out_file: Path = typer.Option(
-        None, "--out", help="PNG path [default: RUN/reconstructions-{mean,stochastic}.png]."
+        None, "--out", help="PNG path.", show_default="RUN/reconstructions-{mean,stochastic}.png"
     ),
-    runs_dir: Path = RUNS_DIR,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
+    settings = settings or {}
     if n < 1:
         raise VaeError(f"--n must be >= 1, got {n}")
+    hardware = run_flags(settings)
+    quiet_lightning()
+    from vae_cli import report
     from vae_cli.train.load import load_module
     from vae_cli.train.reconstruct import default_path, eval_examples, reconstruct_images
 
-    ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
+    ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     module = load_module(ckpt)
+    data_dir = settings.get("data_dir")
     x = eval_examples(module, n, split, {"data_dir": data_dir} if data_dir else None)
     path = out_file or default_path(run_dir, stochastic)
     report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
@@ -364,60 +361,55 @@ def reconstruct(
 
 
 # ---------------------------------------------------------------------------- compare
-@app.command()
-@friendly
+COMPARE_SETTINGS = (
+    *("dataset", "data_dir", "arch", "latent_dim", "hidden_dim", "epochs", "max_steps", "batch_size"),
+    *("lr", "seed", "sigma", "mixture_components", "accelerator", "runs_dir"),
+)
+
+
+@command()
+@with_settings(COMPARE_SETTINGS, help={"seed": "Random seed (the same for every likelihood)."})
 def compare(
     ctx: typer.Context,
     experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment as the base config."),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     likelihoods: str = typer.Option(
-        None, help="Comma-separated families [default: all that apply to the dataset]."
+        None, help="Comma-separated families.", show_default="all that apply to the dataset"
     ),
     run: list[Path] = typer.Option(
         None, "--run", help="Compare these existing run directories instead of training (repeatable)."
     ),
-    dataset: str = typer.Option(None, help="digits, mnist, fashion-mnist, cifar10, shapes32, ..."),
-    data_dir: str = typer.Option(None, help="Dataset root [default: ./data]."),
-    arch: str = typer.Option(None, help="mlp | conv."),
-    latent_dim: int = typer.Option(None, help="Latent dimensions."),
-    hidden_dim: int = typer.Option(None, help="Hidden units per layer."),
-    epochs: int = typer.Option(None, help="Training epochs per likelihood."),
-    max_steps: int = typer.Option(None, help="Stop each training run after this many steps."),
-    batch_size: int = typer.Option(None, help="Examples per batch."),
-    lr: float = typer.Option(None, help="Adam learning rate."),
-    seed: int = typer.Option(None, help="Random seed (the same for every likelihood)."),
-    sigma: float = typer.Option(None, help="gaussian sigma / laplace scale / learned-scale init."),
-    mixture_components: int = typer.Option(None, help="logistic-mixture components."),
-    accelerator: str = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu, ..."),
     iw_samples: int = typer.Option(100, "--iw-samples", "-k", help="Importance samples K (0: skip)."),
-    out_dir: Path = typer.Option(None, "--out", help="Report directory [default: RUNS/compare-DATASET]."),
-    runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
+    out_dir: Path = typer.Option(
+        None, "--out", help="Report directory.", show_default="RUNS/compare-DATASET"
+    ),
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Train one model under several likelihoods; write a table (md, csv) and figures."""
-    skip = ("ctx", "experiment", "config_file", "likelihoods", "run", "iw_samples", "out_dir")
-    overrides = {k: v for k, v in locals().items() if k not in skip and k != "skip"}
+    settings = settings or {}
     if iw_samples < 0:
         raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
+    cfg, hardware = settings_mod.resolve_all(experiment, config_file, settings)
+    quiet_lightning()
     from vae_cli.compare import parse_likelihoods, run_compare
 
-    cfg = config_mod.resolve(experiment, config_file, overrides)
     names = parse_likelihoods(likelihoods, cfg.dataset)
     if run and likelihoods:
         raise VaeError("pass either --run (existing runs) or --likelihoods (train new ones), not both")
-    target = out_dir or Path(cfg.runs_dir) / f"compare-{cfg.dataset}"
+    target = out_dir or Path(hardware.runs_dir) / f"compare-{cfg.dataset}"
     run_compare(cfg, names, target, iw_samples, existing=list(run) if run else None,
-                data_dir=data_dir, console=out)  # fmt: skip
+                data_dir=settings.get("data_dir"), console=out, run=hardware)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- experiments
-@app.command()
-@friendly
+@command()
 def experiments(ctx: typer.Context) -> None:
-    """List the named experiments in experiments.yaml."""
+    """List the named experiments (the packaged experiments.yaml, merged with ./experiments.yaml)."""
     from rich.table import Table
 
-    exps = config_mod.Experiments.load()
-    table = Table(title=str(config_mod.experiments_file()))
+    exps = settings_mod.Experiments.load()
+    files = settings_mod.experiments_files()
+    table = Table(title=" + ".join(map(str, files)) or "no experiments file")
     for col in ("name", "dataset", "likelihood", "description"):
         table.add_column(col)
     for name, body in exps.named.items():

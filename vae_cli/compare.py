@@ -24,10 +24,10 @@ from rich.table import Table
 from torch import Tensor
 
 from vae_cli import runs
-from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.settings import Config, RunSettings
 from vae_cli.train.module import VAEModule
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: unit u is active if Cov_x(E_q[z_u|x]) > 0.01
@@ -92,13 +92,18 @@ class Row:
 
 
 def evaluate_run(
-    run_dir: Path, iw_samples: int, train_wall_s: float | None, overrides: dict[str, Any] | None = None
+    run_dir: Path,
+    iw_samples: int,
+    train_wall_s: float | None,
+    overrides: dict[str, Any] | None = None,
+    run: RunSettings | None = None,
 ) -> tuple[Row, VAEModule]:
     from vae_cli.train.evaluate import evaluate_checkpoint
     from vae_cli.train.load import load_module
 
     ckpt = runs.checkpoint_in(run_dir)
-    res = evaluate_checkpoint(ckpt, "test", iw_samples, chunk=min(iw_samples, 100) or 1, overrides=overrides)
+    chunk = min(iw_samples, 100) or 1
+    res = evaluate_checkpoint(ckpt, "test", iw_samples, chunk=chunk, overrides=overrides, run=run)
     module = load_module(ckpt)
     cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
     dm = VAEDataModule(cfg)
@@ -131,8 +136,10 @@ def run_compare(
     existing: list[Path] | None = None,
     data_dir: str | None = None,
     console: Console | None = None,
+    run: RunSettings | None = None,
 ) -> list[Row]:
-    """Train base under each likelihood (or take `existing` run dirs) and write the report."""
+    """Train base under each likelihood (or take `existing` run dirs) and write the report.
+    `run`: hardware and output settings of the training and evaluation runs."""
     from vae_cli.train.fit import fit
 
     console = console or Console()
@@ -141,7 +148,7 @@ def run_compare(
     if existing:
         datasets = set()
         for run_dir in existing:
-            row, module = evaluate_run(Path(run_dir), iw_samples, None, overrides)
+            row, module = evaluate_run(Path(run_dir), iw_samples, None, overrides, run)
             datasets.add(module.cfg.dataset)
             rows.append(row)
             save_figure(module, out_dir / "figures" / f"{row.likelihood}.png")
@@ -156,10 +163,10 @@ def run_compare(
             ).validate()
             console.rule(f"{name}")
             start = time.perf_counter()
-            run_dir = fit(cfg, console=console)
+            run_dir = fit(cfg, console=console, run=run)
             wall = time.perf_counter() - start
             assert run_dir is not None  # fit returns None only for smoke runs
-            row, module = evaluate_run(run_dir, iw_samples, wall)
+            row, module = evaluate_run(run_dir, iw_samples, wall, run=run)
             rows.append(row)
             save_figure(module, out_dir / "figures" / f"{name}.png")
     write_report(rows, out_dir, iw_samples, base if not existing else None)

@@ -25,6 +25,7 @@ from torch import Tensor
 from gpucheck.report import HAND, PLAIN, RAW, VAE, VAE_EVAL
 from vae_cli import config
 from vae_cli.cli import quiet_lightning
+from vae_cli.settings import RunSettings
 from vae_cli.train import fit as training
 from vae_cli.train.evaluate import evaluate_checkpoint
 
@@ -132,9 +133,10 @@ def kernel_time(train: Tensor, batch: int, steps: int) -> dict[str, float]:
     return {"kernel_ms_per_step": us / steps / 1000, "profiled_steps": steps}
 
 
-def _eval(ckpt: str, k: int, chunk: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def _eval(ckpt: str, k: int, chunk: int, run: dict[str, Any]) -> dict[str, Any]:
+    """`vae eval` in-process; `run` holds the hardware settings (RunSettings fields)."""
     with bench._quiet():
-        res = evaluate_checkpoint(Path(ckpt), "test", iw_samples=k, chunk=chunk, overrides=overrides)
+        res = evaluate_checkpoint(Path(ckpt), "test", iw_samples=k, chunk=chunk, run=RunSettings(**run))
     assert res is not None  # one process: rank 0
     return res
 
@@ -180,12 +182,12 @@ def ddp(args: argparse.Namespace, emit: Emit, tmp: Path) -> None:
     register_synthetic(args.pool, args.ddp_eval_examples)
     acc = accelerator(args.device)
     cfg = config.Config(
-        experiment="gpu-check-ddp", dataset=bench.DATASET, batch_size=512, epochs=1,
-        runs_dir=str(tmp / "runs"), accelerator=acc, devices=1, strategy="ddp",
-    ).validate()  # fmt: skip
+        experiment="gpu-check-ddp", dataset=bench.DATASET, batch_size=512, epochs=1
+    ).validate()
+    run = RunSettings(runs_dir=str(tmp / "runs"), accelerator=acc, devices=1, strategy="ddp")
     start = time.perf_counter()
     with bench._quiet():
-        run_dir = training.fit(cfg)
+        run_dir = training.fit(cfg, run=run)
     assert run_dir is not None
     emit(what="ddp_train", seconds=time.perf_counter() - start, run=str(run_dir))
     ckpt = str(run_dir / "checkpoints" / "last.ckpt")
@@ -225,10 +227,10 @@ def table1(args: argparse.Namespace, emit: Emit, tmp: Path) -> None:
         def one(name: str = name) -> dict[str, Any]:
             overrides = {"dataset": bench.DATASET, "epochs": args.table1_epochs, "accelerator": acc,
                          "runs_dir": str(tmp / "runs")}  # fmt: skip
-            cfg = config.resolve(name, overrides=overrides)
+            cfg, run = config.resolve_all(name, overrides=overrides)
             clock = EpochClock()
             with bench._quiet():
-                training.fit(cfg, callbacks=[clock])
+                training.fit(cfg, callbacks=[clock], run=run)
             return {"layers": cfg.stochastic_layers, "objective": cfg.objective, "k": cfg.k,
                     "batch": cfg.batch_size, "train_images": len(train),
                     "steps_per_epoch": math.ceil(len(train) / cfg.batch_size),

@@ -26,7 +26,7 @@ from torch import Tensor
 from vae_cli.config import Config
 from vae_cli.data import checks
 from vae_cli.data.batches import TensorBatches
-from vae_cli.data.registry import DATASETS
+from vae_cli.data.registry import lookup
 from vae_cli.data.support import bits_offset, fixed_transform, to_unit_support
 from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import LIKELIHOODS, Support
@@ -38,7 +38,7 @@ class VAEDataModule(pl.LightningDataModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.spec = DATASETS[cfg.dataset]
+        self.spec = lookup(cfg.dataset)
         self.support: Support = LIKELIHOODS[cfg.likelihood].support
         self.shape = self.spec.shape
         self.dims = math.prod(self.shape)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from vae_cli.errors import unknown
+
 SPLIT_SEED = 0  # the fixed seed of the train/val split
 
 Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W)
@@ -31,3 +33,11 @@ def register(name: str, shape: tuple[int, int, int], val_size: int, about: str):
         return fn
 
     return add
+
+
+def lookup(name: str) -> DatasetSpec:
+    """The dataset registered as `name`; names are checked here, where the registry is used
+    (datasets can be registered at run time, so the settings cannot list them all)."""
+    if name not in DATASETS:
+        raise unknown("dataset", name, DATASETS)
+    return DATASETS[name]

@@ -121,19 +121,3 @@ class VAE(nn.Module):
 
     def decode_prior(self, z: Tensor) -> Distribution:
         return self.conditional(z)
-
-
-def _two_layer(cfg: Config, shape: Shape) -> nn.Module:
-    from vae_cli.model.hierarchical import TwoLayerVAE
-
-    return TwoLayerVAE.from_config(cfg, shape)
-
-
-STOCHASTIC_LAYERS: dict[int, Callable[[Config, Shape], nn.Module]] = {
-    1: VAE.from_config,
-    2: _two_layer,
-}
-
-
-def build(cfg: Config, shape: Shape) -> nn.Module:
-    return STOCHASTIC_LAYERS[cfg.stochastic_layers](cfg, shape)

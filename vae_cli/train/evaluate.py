@@ -11,11 +11,11 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
 
-from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
+from vae_cli.settings import Config, RunSettings
 from vae_cli.train.distributed import ToMainProcess
 from vae_cli.train.load import check_compatible, load_module
-from vae_cli.train.trainer import EVAL_TRAINER, make_trainer
+from vae_cli.train.trainer import make_trainer
 
 
 def evaluate_checkpoint(
@@ -25,23 +25,26 @@ def evaluate_checkpoint(
     chunk: int = 100,
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
+    run: RunSettings | None = None,
 ) -> dict[str, Any] | None:
     """Score a checkpoint on a split; the results on global rank 0, None on the other ranks.
 
     The numbers do not depend on the world size (docs/scaling.md): batches are fixed and
-    their z noise is seeded from (seed, batch index). Trainer settings come from
-    `overrides` (accelerator, devices, strategy, num_nodes, precision) or EVAL_TRAINER,
-    never from the run: a run trained on 8 GPUs can be scored on a laptop.
+    their z noise is seeded from (seed, batch index). `overrides` change the run's data
+    settings (batch_size, data_dir, dataset; likelihood only asserts). Trainer settings come
+    from `run` (default: one device, full precision), never from the checkpoint, which holds
+    none: a run trained on 8 GPUs can be scored on a laptop.
     """
+    run = run or RunSettings()
     module = load_module(ckpt)
     check_compatible(module.cfg, overrides or {})
-    cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
+    cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
     datamodule = VAEDataModule(cfg)
     datamodule.setup("test")
     datamodule.eval_split = split
     module.iw_samples, module.iw_chunk, module.eval_seed = iw_samples, chunk, seed
     pl.seed_everything(seed, verbose=False)
-    trainer = make_trainer(cfg, logger=False, enable_checkpointing=False,
+    trainer = make_trainer(run, logger=False, enable_checkpointing=False,
                            callbacks=[RichProgressBar(), ToMainProcess()])  # fmt: skip
     start = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)

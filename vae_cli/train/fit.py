@@ -12,8 +12,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from rich.console import Console
 
 from vae_cli import report, runs
-from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
+from vae_cli.settings import Config, RunSettings, record
 from vae_cli.train.checkpointing import (
     LAST,
     AtomicCheckpointIO,
@@ -43,23 +43,23 @@ def _tensorboard_available() -> bool:
 
 
 def make_loggers(
-    cfg: Config, version: int | None = None, resume_step: int | None = None
+    cfg: Config, runs_dir: str, version: int | None = None, resume_step: int | None = None
 ) -> tuple[list[Logger], Path]:
     """Loggers writing into a fresh run directory, or into `version` when resuming one."""
     env = os.environ.get(VERSION_ENV)
     if version is None and env:
         version = int(env)
     if version is None and runs.is_launcher_process():
-        version = runs.claim_version(Path(cfg.runs_dir) / cfg.experiment)
+        version = runs.claim_version(Path(runs_dir) / cfg.experiment)
     if resume_step is not None:
-        csv: CSVLogger = ResumedCSVLogger(cfg.runs_dir, name=cfg.experiment, version=version,
+        csv: CSVLogger = ResumedCSVLogger(runs_dir, name=cfg.experiment, version=version,
                                           resume_step=resume_step)  # fmt: skip
     else:
-        csv = CSVLogger(cfg.runs_dir, name=cfg.experiment, version=version)
+        csv = CSVLogger(runs_dir, name=cfg.experiment, version=version)
     loggers: list[Logger] = [csv]
     if _tensorboard_available():
         loggers.append(
-            TensorBoardLogger(cfg.runs_dir, name=cfg.experiment, version=csv.version, default_hp_metric=False)
+            TensorBoardLogger(runs_dir, name=cfg.experiment, version=csv.version, default_hp_metric=False)
         )
     return loggers, Path(csv.log_dir)
 
@@ -70,15 +70,18 @@ def fit(
     console: Console | None = None,
     resume: Path | None = None,
     callbacks: list[pl.Callback] | None = None,
+    run: RunSettings | None = None,
 ) -> Path | None:
     """Train; returns the run directory (None for a smoke run, which writes nothing).
 
     `resume`: a run directory whose checkpoints/last.ckpt to continue from, writing into
     that same directory. Raises resume.RunInterrupted after saving on SIGTERM/SIGINT.
     `callbacks` are added to the run's own (scripts/bench.py times steps with one).
+    `run`: hardware and output settings (default: RunSettings()), never saved in a checkpoint.
     """
+    run = run or RunSettings()
     console = console or Console(soft_wrap=True)
-    check_devices(cfg)
+    check_devices(run)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
     datamodule.setup("fit")  # fail on missing data before any file is written
@@ -87,7 +90,7 @@ def fit(
                       "log p(x|z) is then not a normalised density")  # fmt: skip
     module = VAEModule(cfg.to_dict())
     if smoke:
-        trainer = make_trainer(cfg, fast_dev_run=True, logger=False, enable_checkpointing=False,
+        trainer = make_trainer(run, fast_dev_run=True, logger=False, enable_checkpointing=False,
                                enable_progress_bar=False,
                                callbacks=[RankSeed(cfg.seed), ToMainProcess()])  # fmt: skip
         trainer.fit(module, datamodule=datamodule)
@@ -104,10 +107,12 @@ def fit(
         version = int(resume.name.removeprefix("version_"))
         resume_step = checkpoint_step(ckpt_path)
     else:
-        runs.ensure_writable(Path(cfg.runs_dir), "--runs-dir")
-    loggers, run_dir = make_loggers(cfg, version=version, resume_step=resume_step)
+        runs.ensure_writable(Path(run.runs_dir), "--runs-dir")
+    loggers, run_dir = make_loggers(cfg, run.runs_dir, version=version, resume_step=resume_step)
     try:
-        return _fit_logged(cfg, module, datamodule, loggers, run_dir, ckpt_path, console, callbacks or [])
+        return _fit_logged(
+            cfg, run, module, datamodule, loggers, run_dir, ckpt_path, console, callbacks or []
+        )
     except BaseException:
         runs.release_if_empty(run_dir)  # a run that failed before writing anything leaves no folder
         raise
@@ -115,6 +120,7 @@ def fit(
 
 def _fit_logged(
     cfg: Config,
+    run: RunSettings,
     module: VAEModule,
     datamodule: VAEDataModule,
     loggers: list[Logger],
@@ -128,7 +134,7 @@ def _fit_logged(
         save_last=True, save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
     )  # fmt: skip
     trainer = make_trainer(
-        cfg,
+        run,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         logger=loggers,
@@ -147,7 +153,7 @@ def _fit_logged(
         log_every_n_steps=cfg.log_every_n_steps,
     )
     if trainer.is_global_zero:
-        runs.save_config(run_dir, cfg.to_dict())
+        runs.save_config(run_dir, record(cfg, run))
     os.environ[VERSION_ENV] = str(loggers[0].version)
     start = time.perf_counter()
     try:

@@ -26,7 +26,7 @@ def load_module(ckpt: Path) -> VAEModule:
 
 def check_compatible(trained: Any, requested: dict[str, Any]) -> None:
     """A checkpoint's decoder is tied to its likelihood and its data shape; say so, don't crash."""
-    from vae_cli.data.registry import DATASETS
+    from vae_cli.data.registry import lookup
 
     likelihood = requested.get("likelihood")
     if likelihood is not None and likelihood != trained.likelihood:
@@ -36,7 +36,7 @@ def check_compatible(trained: Any, requested: dict[str, Any]) -> None:
         )
     dataset = requested.get("dataset")
     if dataset is not None and dataset != trained.dataset:
-        have, want = DATASETS[trained.dataset].shape, DATASETS[dataset].shape
+        have, want = lookup(trained.dataset).shape, lookup(dataset).shape
         if have != want:
             raise VaeError(
                 f"the checkpoint models {_shape(have)} images ({trained.dataset}) but {dataset} has "

@@ -12,10 +12,10 @@ from torchmetrics import MeanMetric, SumMetric
 
 from vae_cli.config import Config, from_dict
 from vae_cli.data.batches import eval_batch_index
-from vae_cli.data.registry import DATASETS
+from vae_cli.data.registry import lookup
 from vae_cli.data.support import bits_offset
 from vae_cli.model import activity, estimators
-from vae_cli.model import vae as model
+from vae_cli.model.build import build as build_model
 from vae_cli.model.likelihoods import LIKELIHOODS
 from vae_cli.train import fastpath, guards, schedules
 from vae_cli.train.distributed import eval_noise
@@ -32,10 +32,10 @@ class VAEModule(pl.LightningModule):
         self.automatic_optimization = False  # several steps per training_step: see there
         self.save_hyperparameters()  # the resolved config travels inside every checkpoint
         self.cfg: Config = from_dict(config)
-        self.shape = DATASETS[self.cfg.dataset].shape
+        self.shape = lookup(self.cfg.dataset).shape
         self.dims = math.prod(self.shape)
         self.bits_offset = bits_offset(LIKELIHOODS[self.cfg.likelihood].support)
-        self.vae = model.build(self.cfg, self.shape)
+        self.vae = build_model(self.cfg, self.shape)
         self.objective = OBJECTIVES[self.cfg.objective]
         self.guard = guards.NonFiniteGuard(self.cfg.nonfinite, self.cfg.skip_grad_norm)
         self.step_loss = torch.zeros(())  # the loss of the step being taken, for the guard
@@ -220,4 +220,10 @@ class VAEModule(pl.LightningModule):
         }
 
     def configure_optimizers(self) -> Any:
-        return schedules.SCHEDULES[self.cfg.schedule](self.parameters(), self.cfg)
+        # The strategy is a run setting, so it comes from the Trainer: Lightning names the
+        # sharded ones ("fsdp", "deepspeed"); DDP has no name.
+        try:
+            strategy = getattr(self.trainer.strategy, "strategy_name", "auto")
+        except RuntimeError:  # not attached to a Trainer (a test building the optimiser)
+            strategy = "auto"
+        return schedules.SCHEDULES[self.cfg.schedule](self.parameters(), self.cfg, strategy)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.settings import RunSettings
 from vae_cli.train.module import VAEModule
-from vae_cli.train.trainer import EVAL_TRAINER
 
 
 @torch.no_grad()
@@ -40,19 +37,20 @@ def sample_on_device(
     stochastic: bool,
     temperature: float = 1.0,
     seed: int = 0,
-    overrides: dict[str, Any] | None = None,
+    run: RunSettings | None = None,
 ) -> Tensor | None:
     """sample_images on one device of the accelerator, under the precision's autocast.
 
     Sampling is a single decoder pass, so it never needs more than one device; under a
     multi-process launch (torchrun, srun) only global rank 0 draws, the others get None.
+    Of `run` (default: RunSettings()) only the accelerator and the precision apply.
     """
     from lightning_fabric import Fabric
     from lightning_fabric.utilities.rank_zero import rank_zero_only
 
     if rank_zero_only.rank != 0:
         return None
-    cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
+    cfg = run or RunSettings()
     try:
         fabric = Fabric(accelerator=cfg.accelerator, devices=1, precision=cfg.precision)  # type: ignore[arg-type]
     except (ValueError, RuntimeError) as e:

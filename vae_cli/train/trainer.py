@@ -1,4 +1,4 @@
-"""The Lightning Trainer from a config's hardware settings; its objections as one line."""
+"""The Lightning Trainer from the run settings (hardware); its objections as one line."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from vae_cli.config import Config
 from vae_cli.errors import VaeError, lightning_rejected
+from vae_cli.settings import RunSettings
 
 
-def trainer_args(cfg: Config) -> dict[str, Any]:
+def trainer_args(cfg: RunSettings) -> dict[str, Any]:
     return {
         "accelerator": cfg.accelerator,
         "devices": cfg.devices,
@@ -23,8 +23,8 @@ def trainer_args(cfg: Config) -> dict[str, Any]:
     }
 
 
-def make_trainer(cfg: Config, **kwargs: Any) -> pl.Trainer:
-    """pl.Trainer from the config's accelerator/devices/strategy/nodes/precision; Lightning's
+def make_trainer(cfg: RunSettings, **kwargs: Any) -> pl.Trainer:
+    """pl.Trainer from the run settings' accelerator/devices/strategy/nodes/precision; Lightning's
     objections to that combination (no GPU, an unknown device count...) become one line."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
@@ -36,14 +36,7 @@ def make_trainer(cfg: Config, **kwargs: Any) -> pl.Trainer:
         raise lightning_rejected(e, settings) from None
 
 
-# `vae eval` does not inherit the run's trainer settings: one device, full precision,
-# unless its flags say otherwise.
-EVAL_TRAINER: dict[str, Any] = {
-    "accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1, "precision": "32-true",
-}  # fmt: skip
-
-
-def check_devices(cfg: Any) -> None:
+def check_devices(cfg: RunSettings) -> None:
     """CPU "devices" are processes: Lightning would start any number of them, so cap at the cores.
 
     GPU counts are checked by Lightning itself (MisconfigurationException, translated by
