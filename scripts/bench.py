@@ -216,12 +216,15 @@ def run_plain(train: Tensor, batch: int, warmup: int, steps: int, tmp: Path) -> 
     return timer.rate()
 
 
-def run_vae(batch: int, warmup: int, steps: int, tmp: Path, compile: bool = False) -> tuple[Rate, Path]:
+def run_vae(
+    batch: int, warmup: int, steps: int, tmp: Path, compile: bool = False, steps_per_call: int | None = None
+) -> tuple[Rate, Path]:
     """(0): `vae train` in-process, exactly what the CLI's train command calls."""
     cfg = Config(
         experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
         batch_size=batch, max_steps=warmup + steps, epochs=1000, runs_dir=str(tmp / "runs"),
         accelerator="cpu", compile=compile,
+        steps_per_call=steps_per_call or Config.steps_per_call,
     ).validate()  # fmt: skip
     timer = StepTimer(warmup)
     with _quiet():
@@ -315,6 +318,8 @@ def main() -> int:
     p.add_argument("--images", type=int, default=30000, help="timed images per training run")
     p.add_argument("--warmup", type=int, default=20, help="steps per run excluded from the timing")
     p.add_argument("--no-compile", action="store_true", help="skip the --compile variant")
+    p.add_argument("--one-step-per-batch", action="store_true",
+                   help="add vae train with one optimiser step per Lightning batch")  # fmt: skip
     p.add_argument("--iw-samples", type=int, default=5000)
     p.add_argument("--chunk", type=int, default=100, help="importance samples per forward pass")
     p.add_argument("--eval-examples", type=int, default=200,
@@ -340,6 +345,10 @@ def main() -> int:
         "vae train": lambda b, w, s: run_vae(b, w, s, tmp)[0],
         "plain Lightning + DataLoader (b)": lambda b, w, s: run_plain(train, b, w, s, tmp),
     }
+    if args.one_step_per_batch:
+        variants["vae train, 1 step per Lightning batch"] = lambda b, w, s: run_vae(
+            b, w, s, tmp, steps_per_call=1
+        )[0]
     if not args.no_compile:
         variants["vae train --compile"] = lambda b, w, s: run_vae(b, w, s, tmp, compile=True)[0]
     rates: dict[tuple[int, str], list[Rate]] = {}
