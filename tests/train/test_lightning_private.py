@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -95,6 +96,7 @@ def epoch_row_steps(module: pl.LightningModule, batch: int, tmp_path: Path) -> l
     return [int(row.split(",")[-1]) for row in rows]  # columns: epoch, m, step
 
 
+@pytest.mark.slow
 def test_align_logger_step_puts_epoch_logs_on_the_optimiser_step(tmp_path: Path):
     """3 steps per batch of 6, aligned, log at the steps of 1 step per batch of 2."""
     one = type("One", (EpochLogged, Tiny), {})()
@@ -117,6 +119,7 @@ def test_ddp_spawn_is_recognised_and_ddp_is_not(tmp_path: Path):
     assert not lightning_private.ran_in_worker_processes(trainer(tmp_path))
 
 
+@pytest.mark.slow
 def test_checkpoint_counts_read_a_written_checkpoint(tmp_path: Path):
     from pytorch_lightning.callbacks import ModelCheckpoint
 
