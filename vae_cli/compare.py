@@ -80,7 +80,7 @@ def evaluate_run(
 
     ckpt = runs.checkpoint_in(run_dir)
     run = load_run(ckpt, {**EVAL_TRAINER, **(overrides or {})})
-    res = evaluate(run, ckpt, iw_samples, chunk=min(iw_samples, 100) or 1)
+    res = evaluate(run, iw_samples, chunk=min(iw_samples, 100) or 1)
     assert res is not None  # one process (EVAL_TRAINER): this is global rank 0
     row = Row(
         likelihood=run.cfg.likelihood,

@@ -32,12 +32,10 @@ def evaluate_checkpoint(
     on a laptop.
     """
     run = load_run(ckpt, {**EVAL_TRAINER, **(overrides or {})}, split)
-    return evaluate(run, ckpt, iw_samples, chunk, seed)
+    return evaluate(run, iw_samples, chunk, seed)
 
 
-def evaluate(
-    run: LoadedRun, ckpt: Path, iw_samples: int = 100, chunk: int = 100, seed: int = 0
-) -> dict[str, Any] | None:
+def evaluate(run: LoadedRun, iw_samples: int = 100, chunk: int = 100, seed: int = 0) -> dict[str, Any] | None:
     """Score a loaded run on its datamodule's eval split; results on global rank 0, else None.
 
     The numbers do not depend on the world size (docs/scaling.md): batches are fixed and
@@ -54,7 +52,7 @@ def evaluate(
         return None
     results = unpack(logged, run.module.vae.layer_dims)
     results.update(
-        checkpoint=str(ckpt),
+        checkpoint=str(run.ckpt),
         split=datamodule.eval_split,
         dataset=cfg.dataset,
         likelihood=cfg.likelihood,

@@ -21,6 +21,7 @@ from vae_cli.train.module import VAEModule
 class LoadedRun:
     """A trained module with the config and the (set up) data it is scored on."""
 
+    ckpt: Path
     module: VAEModule
     cfg: Config  # the run's config with the caller's overrides (data_dir, trainer settings)
     datamodule: VAEDataModule
@@ -30,7 +31,7 @@ def load_run(ckpt: Path, overrides: dict[str, Any] | None = None, split: str = "
     """Load a checkpoint and build its evaluation data; `split` is what the test loop serves."""
     module = load_module(ckpt)
     cfg, datamodule = datamodule_for(module, overrides, split)
-    return LoadedRun(module, cfg, datamodule)
+    return LoadedRun(Path(ckpt), module, cfg, datamodule)
 
 
 def datamodule_for(
