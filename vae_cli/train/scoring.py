@@ -63,10 +63,11 @@ class Scorer(pl.LightningModule):
             self.mu_sums[f"z{i + 1}_sq"].update(mu.double() ** 2)
 
     def on_test_epoch_end(self) -> None:
-        # compute() all-reduces the sums across ranks, so every rank logs the same exact
-        # values: no further sync. float64 tensors stay float64 in Lightning's results.
+        # compute() all-reduces the sums across ranks, so every rank holds the same exact
+        # values; a max over identical values keeps them exact (a mean could round) and tells
+        # Lightning the values are synced. float64 tensors stay float64 in its results.
         for name, value in self.results().items():
-            self.log(name, value, batch_size=1)
+            self.log(name, value, batch_size=1, sync_dist=True, reduce_fx="max")
 
     def results(self) -> dict[str, Tensor]:
         n = self.sums["n"].compute()
