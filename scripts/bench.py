@@ -277,11 +277,13 @@ def run_vae(
     compile: bool = False,
     accelerator: str = "cpu",
     precision: str = "32-true",
+    steps_per_call: int | None = None,
 ) -> tuple[Rate, Path]:
     """(0): `vae train` in-process, exactly what the CLI's train command calls."""
     cfg = Config(
         experiment=f"bench-b{batch}{'-compile' if compile else ''}", dataset=DATASET,
         batch_size=batch, max_steps=warmup + steps, epochs=1000, compile=compile,
+        steps_per_call=steps_per_call or Config.steps_per_call,
     ).validate()  # fmt: skip
     run = RunSettings(runs_dir=str(tmp / "runs"), accelerator=accelerator, precision=precision)
     timer = StepTimer(warmup)
@@ -388,6 +390,8 @@ def main() -> int:
     p.add_argument("--images", type=int, default=30000, help="timed images per training run")
     p.add_argument("--warmup", type=int, default=20, help="steps per run excluded from the timing")
     p.add_argument("--no-compile", action="store_true", help="skip the --compile variant")
+    p.add_argument("--one-step-per-batch", action="store_true",
+                   help="add vae train with one optimiser step per Lightning batch")  # fmt: skip
     p.add_argument("--iw-samples", type=int, default=5000)
     p.add_argument("--chunk", type=int, default=100, help="importance samples per forward pass")
     p.add_argument("--eval-examples", type=int, default=200,
@@ -413,6 +417,10 @@ def main() -> int:
         "vae train": lambda b, w, s: run_vae(b, w, s, tmp)[0],
         "plain Lightning + DataLoader (b)": lambda b, w, s: run_plain(train, b, w, s, tmp),
     }
+    if args.one_step_per_batch:
+        variants["vae train, 1 step per Lightning batch"] = lambda b, w, s: run_vae(
+            b, w, s, tmp, steps_per_call=1
+        )[0]
     if not args.no_compile:
         variants["vae train --compile"] = lambda b, w, s: run_vae(b, w, s, tmp, compile=True)[0]
     rates: dict[tuple[int, str], list[Rate]] = {}

@@ -1,16 +1,24 @@
-"""Shared fixtures: the CLI in-process (CliRunner) and as a subprocess (`python -m vae_cli`)."""
+"""Shared fixtures: the CLI in-process (CliRunner) and as a subprocess (`python -m vae_cli`);
+small helpers used by several test modules."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from vae_cli.cli import app
+from vae_cli.settings import Config, RunSettings
+
+if TYPE_CHECKING:
+    from vae_cli.train.module import VAEModule
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "vae_cli" / "experiments.yaml"  # the packaged file, whatever the working directory
@@ -36,3 +44,40 @@ def run_vae(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess
         [sys.executable, "-m", "vae_cli", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------- helpers shared by test modules
+def digits_module(**overrides) -> VAEModule:
+    from vae_cli.train.module import VAEModule  # Lightning: only for the tests that need it
+
+    cfg = Config(dataset="digits", latent_dim=4, hidden_dim=32, **overrides).validate()
+    return VAEModule(cfg.to_dict()).eval()
+
+
+def binary_batch(n: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.full((n, 1, 8, 8), 0.3), generator=g)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def cpu(tmp_path: Path) -> RunSettings:
+    """Hardware and output of in-process test runs: run settings, apart from the model's Config."""
+    return RunSettings(runs_dir=str(tmp_path), accelerator="cpu")
+
+
+def small_run(tmp_path: Path, name: str, **overrides) -> Config:
+    values = dict(experiment=name, dataset="digits", batch_size=50, epochs=2, latent_dim=4,
+                  hidden_dim=32, log_every_n_steps=4)  # fmt: skip
+    return Config(**{**values, **overrides}).validate()
+
+
+def random_data(support: str, shape, gen: torch.Generator) -> torch.Tensor:
+    if support == "binary":
+        return torch.randint(0, 2, shape, generator=gen).double()
+    if support == "unit":
+        return torch.rand(shape, generator=gen, dtype=torch.float64)
+    return torch.randint(0, 256, shape, generator=gen).double()

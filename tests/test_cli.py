@@ -26,6 +26,7 @@ def run_dir(cwd: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(trained: Path):
     d = run_dir(trained)
     for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
@@ -36,6 +37,7 @@ def test_train_writes_a_complete_run_directory(trained: Path):
     assert cfg["latent_dim"] == 8  # from the experiment
 
 
+@pytest.mark.slow
 def test_eval_writes_eval_json_with_iw_bound_above_elbo(trained: Path):
     result = run_vae("eval", "--iw-samples", "50", cwd=trained)
     assert result.returncode == 0, result.stderr
@@ -60,6 +62,7 @@ def cells(img: np.ndarray, side: int = 8, n: int = 64, pad: int = 2) -> np.ndarr
     return np.stack([img[r : r + side, c : c + side] for r in at for c in at])
 
 
+@pytest.mark.slow
 def test_sample_mean_vs_stochastic_for_bernoulli(trained: Path):
     mean = run_vae("sample", "--n", "64", "--out", "mean.png", cwd=trained)
     stoch = run_vae("sample", "--n", "64", "--stochastic", cwd=trained)  # default path in the run dir
@@ -74,6 +77,7 @@ def test_sample_mean_vs_stochastic_for_bernoulli(trained: Path):
     assert ((m_cells > 0.02) & (m_cells < 0.98)).mean() > 0.2, "E[x|z] = sigmoid(logits): grey levels"
 
 
+@pytest.mark.slow
 def test_sample_n_sets_grid_size(trained: Path):
     r = run_vae("sample", "--n", "9", "--out", "nine.png", cwd=trained)
     assert r.returncode == 0, r.stderr
@@ -87,6 +91,7 @@ def test_unknown_experiment_is_a_clean_error(cli):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_flag_overrides_reach_the_run(cli, tmp_path: Path):
     result = cli("train", "--experiment", "quickstart", "--likelihood", "gaussian", "--sigma", "0.2",
                  "--max-steps", "5", "--epochs", "1", "--latent-dim", "3")  # fmt: skip
@@ -96,6 +101,7 @@ def test_flag_overrides_reach_the_run(cli, tmp_path: Path):
     assert (cfg["likelihood"], cfg["sigma"], cfg["latent_dim"]) == ("gaussian", 0.2, 3)
 
 
+@pytest.mark.slow
 def test_smoke_keeps_no_files(cli, tmp_path: Path):
     result = cli("train", "--experiment", "quickstart", "--smoke")
     assert result.exit_code == 0, result.output

@@ -131,6 +131,7 @@ def test_row(row, env, monkeypatch: pytest.MonkeyPatch):
     assert expected.split("{")[0] in DOC, name  # the row is documented with its exact message
 
 
+@pytest.mark.slow
 def test_typer_usage_error_is_clean(env):
     proc = run_vae("train", "--epochs", "many", cwd=Path(env["tmp"]))
     assert proc.returncode == 2
@@ -138,6 +139,7 @@ def test_typer_usage_error_is_clean(env):
     assert "Invalid value for '--epochs'" in DOC
 
 
+@pytest.mark.slow
 def test_subprocess_has_no_traceback_and_debug_shows_it(env):
     proc = run_vae("eval", Path(env["tmp"]) / "corrupt.ckpt", cwd=Path(env["tmp"]))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -18,19 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
-from torch import Tensor
 
-from vae_cli import runs
-from vae_cli.data.datamodule import VAEDataModule
+from vae_cli import report, runs
 from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import LIKELIHOODS
 from vae_cli.settings import Config, RunSettings
 from vae_cli.train.module import VAEModule
-
-ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016: unit u is active if Cov_x(E_q[z_u|x]) > 0.01
 
 DATA_TEXT = {"binary": "binarised", "unit": "dequantised", "discrete": "8-bit"}
 
@@ -55,22 +50,6 @@ def parse_likelihoods(text: str | None, dataset: str) -> list[str]:
     if len(set(names)) != len(names):
         raise VaeError(f"--likelihoods lists a family twice: {text}")
     return names
-
-
-def active_units(posterior_means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
-    """Latent dimensions whose posterior mean varies across the data: Cov_x(E_q[z|x]) > threshold.
-
-    posterior_means is (N, latent); the variance is the unbiased one over the N examples.
-    """
-    if len(posterior_means) < 2:
-        raise VaeError("active units need at least 2 examples")
-    return int((posterior_means.double().var(dim=0, unbiased=True) > threshold).sum())
-
-
-@torch.no_grad()
-def posterior_means(module: VAEModule, x: Tensor, batch_size: int = 500) -> Tensor:
-    vae = module.vae.eval()
-    return torch.cat([vae.posterior(x[i : i + batch_size]).mean for i in range(0, len(x), batch_size)])
 
 
 @dataclass
@@ -98,20 +77,17 @@ def evaluate_run(
     overrides: dict[str, Any] | None = None,
     run: RunSettings | None = None,
 ) -> tuple[Row, VAEModule]:
-    from vae_cli.train.evaluate import evaluate_checkpoint
-    from vae_cli.train.load import load_module
+    """Score a run exactly as `vae eval` does (the same loaded module, data and numbers)."""
+    from vae_cli.train.evaluate import evaluate
+    from vae_cli.train.load import load_run
 
     ckpt = runs.checkpoint_in(run_dir)
-    chunk = min(iw_samples, 100) or 1
-    res = evaluate_checkpoint(ckpt, "test", iw_samples, chunk=chunk, overrides=overrides, run=run)
-    module = load_module(ckpt)
-    cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
-    dm = VAEDataModule(cfg)
-    dm.setup("test")
-    active = active_units(posterior_means(module, dm.splits["test"]))
+    loaded = load_run(ckpt, overrides)
+    res = evaluate(loaded, iw_samples, chunk=min(iw_samples, 100) or 1, run=run)
+    assert res is not None  # one process: this is global rank 0
     row = Row(
-        likelihood=cfg.likelihood,
-        data=DATA_TEXT[dm.support],
+        likelihood=loaded.cfg.likelihood,
+        data=DATA_TEXT[loaded.datamodule.support],
         n_examples=res["n_examples"],
         elbo=res["elbo"],
         iw_nll=-res["iw"] if "iw" in res else None,
@@ -119,13 +95,13 @@ def evaluate_run(
         bpd_iw=res.get("bpd_iw"),
         recon=res["recon"],
         kl=res["kl"],
-        active_units=active,
-        latent_dim=cfg.latent_dim,
+        active_units=res["active_units"],
+        latent_dim=sum(res["latent_dims"]),
         train_wall_s=train_wall_s,
         eval_wall_s=res["wall_time_s"],
         run_dir=str(run_dir),
     )
-    return row, module
+    return row, loaded.module
 
 
 def run_compare(
@@ -178,25 +154,12 @@ def run_compare(
 
 
 def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0) -> Path:
-    """The mean grid beside the stochastic grid, both decoded from the same n prior draws.
-
-    A plain image (left: E[x|z], right: x ~ p(x|z)), greyscale for one-channel data, so
-    that a figure of noisy samples stays small enough to keep in docs/.
-    """
-    from PIL import Image
-    from torchvision.utils import make_grid
-
+    """The mean grid beside the stochastic grid (left: E[x|z], right: x ~ p(x|z)), both
+    decoded from the same n prior draws."""
     from vae_cli.train.sample import sample_images
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grids = [make_grid(sample_images(module, n, s, seed=seed), nrow=8, padding=1, pad_value=1.0)
-             for s in (False, True)]  # fmt: skip
-    gap = torch.ones(grids[0].shape[0], grids[0].shape[1], 8)
-    both = torch.cat([grids[0], gap, grids[1]], dim=2).mul(255).round().to(torch.uint8)
-    array = both.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[..., 0] if module.shape[0] == 1 else array)
-    image.save(path, optimize=True)
-    return path
+    grids = [sample_images(module, n, stochastic, seed=seed) for stochastic in (False, True)]
+    return report.save_grid(grids, path, nrow=8, padding=1)
 
 
 COLUMNS = (

@@ -4,18 +4,37 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from rich.table import Table
 from torch import Tensor
-from torchvision.utils import save_image
+from torchvision.io import write_png
+from torchvision.utils import make_grid
 
 
-def save_grid(images: Tensor, path: Path, nrow: int | None = None) -> Path:
-    """images in [0, 1], (N, C, H, W) -> one PNG; 2-pixel white padding between cells."""
+def save_grid(
+    images: Tensor | Sequence[Tensor], path: Path, nrow: int | None = None, padding: int = 2, gap: int = 8
+) -> Path:
+    """The one image writer: images in [0, 1], (N, C, H, W) -> one PNG grid with `padding`
+    white pixels between cells. A sequence of such batches gives their grids side by side,
+    `gap` white pixels apart (vae compare's mean | stochastic figures).
+
+    One-channel images are written as a greyscale PNG (a third of the size of RGB), so that
+    figures of noisy samples stay small enough to keep in docs/.
+    """
+    batches = [images] if isinstance(images, Tensor) else list(images)
+    channels = batches[0].shape[1]
+    grids = []
+    for batch in batches:
+        batch = batch.detach().cpu().float()
+        n = nrow or max(1, math.ceil(math.sqrt(len(batch))))
+        grids.append(make_grid(batch, nrow=n, padding=padding, pad_value=1.0)[:channels])
+        grids.append(torch.ones(channels, grids[-1].shape[1], gap))
+    picture = torch.cat(grids[:-1], dim=2)  # no gap after the last grid
     path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
-    save_image(images.detach().cpu().float(), path, nrow=nrow, padding=2, pad_value=1.0)
+    write_png(picture.mul(255).add(0.5).clamp(0, 255).to(torch.uint8), str(path))
     return path
 
 

@@ -128,7 +128,7 @@ class Config:
                              choices=("stop", "skip"))  # fmt: skip
     skip_grad_norm: float = setting(0.0, "Also skip updates with a larger gradient norm (vdvae).",
                                     OPTIMISATION, min=0, hint="0: off")  # fmt: skip
-    # with the run, not the process: a resumed run must log the same rows (tests/test_resume.py)
+    # with the run, not the process: a resumed run must log the same rows (tests/train/test_checkpointing.py)
     log_every_n_steps: int = setting(50, "Log training means every N optimiser steps.", OUTPUT, min=1)
 
     def validate(self) -> Config:

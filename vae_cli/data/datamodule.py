@@ -35,7 +35,7 @@ ON_DEVICE_MAX_BYTES = 4 * 2**30  # splits up to this size live on the accelerato
 
 
 class VAEDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, eval_split: str = "test") -> None:
         super().__init__()
         self.cfg = cfg
         self.spec = lookup(cfg.dataset)
@@ -44,7 +44,7 @@ class VAEDataModule(pl.LightningDataModule):
         self.dims = math.prod(self.shape)
         self.bits_offset = bits_offset(self.support)
         self.splits: dict[str, Tensor] = {}
-        self.eval_split = "test"  # what test_dataloader serves; `vae eval --split val` changes it
+        self.eval_split = eval_split  # what test_dataloader serves: `vae eval --split val`
 
     @property
     def normalised(self) -> bool:

@@ -1,5 +1,9 @@
 """Active units (Burda et al. 2016, section 5.2): latent dimension u is active when
-A_u = Cov_x(E_{q(z|x)}[z_u]) > 0.01, the variance over the data of its posterior mean."""
+A_u = Cov_x(E_{q(z|x)}[z_u]) > 0.01, the variance over the data of its posterior mean.
+
+The one definition in vae-cli (`vae eval`, `vae compare`): the variance over the evaluated
+split, taken as the whole population (divide by N, as numpy's np.var), from float64 sums
+of mu and mu^2 that are added across ranks, so it is exact on any sharding."""
 
 from __future__ import annotations
 

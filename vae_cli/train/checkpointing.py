@@ -38,6 +38,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from vae_cli import runs
 from vae_cli.errors import VaeError
+from vae_cli.train import lightning_private
 
 LAST = "last.ckpt"
 
@@ -112,7 +113,7 @@ class EpochSums(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = lightning_private.batches_done_this_epoch(trainer)
         if not 0 < done < trainer.num_training_batches:
             return  # at an epoch boundary there is nothing to carry over
         checkpoint[self.KEY] = {
@@ -188,7 +189,7 @@ class GracefulStop(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.received is None:
             return
-        if trainer.fit_loop.epoch_loop.batch_progress.current.processed >= trainer.num_training_batches:
+        if lightning_private.batches_done_this_epoch(trainer) >= trainer.num_training_batches:
             return  # the epoch's last batch: on_train_epoch_end stops, after validation
         self._stop(trainer, save=True)
 

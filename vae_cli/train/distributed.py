@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -53,40 +52,3 @@ class RankSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         torch.manual_seed(mix_seed(self.seed, trainer.global_rank, trainer.current_epoch))
-
-
-class ToMainProcess(pl.Callback):
-    """Carries fit counts and VAEModule.test_results back to the process that called
-    trainer.fit/test.
-
-    ddp_spawn runs the loops in worker processes and returns to the caller only the
-    weights, the best checkpoint's path and trainer.callback_metrics: the numbers ride
-    there as float64 tensors (the same path is used without spawn, so there is one code path).
-    """
-
-    PREFIX = "vae_cli/"
-
-    def _put(self, trainer: pl.Trainer, group: str, values: dict[str, Any]) -> None:
-        # numbers and lists of numbers (e.g. active units per layer) both ride as tensors
-        trainer.callback_metrics.update(
-            {f"{self.PREFIX}{group}/{k}": torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
-        )
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        values = {"epoch": trainer.current_epoch, "global_step": trainer.global_step}
-        best = getattr(trainer.checkpoint_callback, "best_model_score", None)
-        if best is not None:
-            values["best_model_score"] = float(best)
-        self._put(trainer, "fit", values)
-
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._put(trainer, "test", getattr(pl_module, "test_results", {}))
-
-    @classmethod
-    def get(cls, trainer: pl.Trainer, group: str) -> dict[str, Any]:
-        prefix = f"{cls.PREFIX}{group}/"
-        return {
-            k.removeprefix(prefix): v.item() if v.ndim == 0 else v.tolist()
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith(prefix)
-        }

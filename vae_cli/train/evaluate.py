@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ from pytorch_lightning.callbacks import RichProgressBar
 
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.settings import Config, RunSettings
-from vae_cli.train.distributed import ToMainProcess
-from vae_cli.train.load import check_compatible, load_module
+from vae_cli.train.load import LoadedRun, load_run
+from vae_cli.train.scoring import Scorer, unpack
 from vae_cli.train.trainer import make_trainer
 
 
@@ -29,33 +28,40 @@ def evaluate_checkpoint(
 ) -> dict[str, Any] | None:
     """Score a checkpoint on a split; the results on global rank 0, None on the other ranks.
 
-    The numbers do not depend on the world size (docs/scaling.md): batches are fixed and
-    their z noise is seeded from (seed, batch index). `overrides` change the run's data
-    settings (batch_size, data_dir, dataset; likelihood only asserts). Trainer settings come
-    from `run` (default: one device, full precision), never from the checkpoint, which holds
-    none: a run trained on 8 GPUs can be scored on a laptop.
+    `overrides` change the run's data settings (batch_size, data_dir, dataset; likelihood
+    only asserts). Trainer settings come from `run` (default: one device, full precision),
+    never from the checkpoint, which holds none: a run trained on 8 GPUs can be scored on a
+    laptop.
     """
-    run = run or RunSettings()
-    module = load_module(ckpt)
-    check_compatible(module.cfg, overrides or {})
-    cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
-    datamodule = VAEDataModule(cfg)
-    datamodule.setup("test")
-    datamodule.eval_split = split
-    module.iw_samples, module.iw_chunk, module.eval_seed = iw_samples, chunk, seed
+    return evaluate(load_run(ckpt, overrides, split), iw_samples, chunk, seed, run)
+
+
+def evaluate(
+    loaded: LoadedRun,
+    iw_samples: int = 100,
+    chunk: int = 100,
+    seed: int = 0,
+    run: RunSettings | None = None,
+) -> dict[str, Any] | None:
+    """Score a loaded run on its datamodule's eval split; results on global rank 0, else None.
+
+    The numbers do not depend on the world size (docs/scaling.md): batches are fixed and
+    their z noise is seeded from (seed, batch index).
+    """
+    cfg, datamodule = loaded.cfg, loaded.datamodule
     pl.seed_everything(seed, verbose=False)
-    trainer = make_trainer(run, logger=False, enable_checkpointing=False,
-                           callbacks=[RichProgressBar(), ToMainProcess()])  # fmt: skip
+    trainer = make_trainer(run or RunSettings(), logger=False, enable_checkpointing=False,
+                           callbacks=[RichProgressBar()])  # fmt: skip
     start = time.perf_counter()
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    scorer = Scorer(loaded.module, iw_samples, chunk, seed)
+    # trainer.test returns the logged metrics, also from ddp_spawn's worker processes
+    (logged,) = trainer.test(scorer, datamodule=datamodule, verbose=False)
     if not trainer.is_global_zero:
         return None
-    # ddp_spawn: the results were computed in a worker and came back in callback_metrics
-    results: dict[str, Any] = dict(module.test_results or ToMainProcess.get(trainer, "test"))
-    results["n_examples"] = int(results["n_examples"])
+    results = unpack(logged, loaded.module.vae.layer_dims)
     results.update(
-        checkpoint=str(ckpt),
-        split=split,
+        checkpoint=str(loaded.ckpt),
+        split=datamodule.eval_split,
         dataset=cfg.dataset,
         likelihood=cfg.likelihood,
         iw_samples=iw_samples,

@@ -97,16 +97,6 @@ def log_due(trainer: pl.Trainer, every_n_steps: int) -> bool:
     return bool(trainer.fast_dev_run) or (trainer.global_step + 1) % every_n_steps == 0
 
 
-def align_logger_step(trainer: pl.Trainer) -> None:
-    """Lightning writes self.log'd values (val/*, train/*_epoch) at the step
-    `fit_loop.epoch_loop._batches_that_stepped`, which it advances by one per training batch.
-    With several optimiser steps per batch that counter falls behind global_step; set it to
-    what one step per batch gives (Lightning adds the 1 after this batch's hooks), so every
-    row of metrics.csv and TensorBoard shares one step axis. The counter is private (no
-    public setter exists); tests/test_fast_path.py checks the rows' steps."""
-    trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step - 1
-
-
 class ThrottledRichProgressBar(RichProgressBar):
     """The RichProgressBar, updated during training at most every `interval` seconds and
     repainted by rich's background thread 10 times a second (Lightning's default is 100, a

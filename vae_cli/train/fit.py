@@ -14,6 +14,7 @@ from rich.console import Console
 from vae_cli import report, runs
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.settings import Config, RunSettings, record
+from vae_cli.train import lightning_private
 from vae_cli.train.checkpointing import (
     LAST,
     AtomicCheckpointIO,
@@ -23,10 +24,11 @@ from vae_cli.train.checkpointing import (
     RngState,
     checkpoint_step,
 )
-from vae_cli.train.distributed import RankSeed, ToMainProcess
+from vae_cli.train.distributed import RankSeed
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
 from vae_cli.train.module import VAEModule
 from vae_cli.train.sample import sample_images
+from vae_cli.train.scoring import Scorer
 from vae_cli.train.trainer import check_devices, make_trainer
 
 # DDP re-runs the command in each worker process; they must all log into the version that
@@ -91,12 +93,11 @@ def fit(
     module = VAEModule(cfg.to_dict())
     if smoke:
         trainer = make_trainer(run, fast_dev_run=True, logger=False, enable_checkpointing=False,
-                               enable_progress_bar=False,
-                               callbacks=[RankSeed(cfg.seed), ToMainProcess()])  # fmt: skip
+                               enable_progress_bar=False, callbacks=[RankSeed(cfg.seed)])  # fmt: skip
         trainer.fit(module, datamodule=datamodule)
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        (logged,) = trainer.test(Scorer(module, 0, 1, cfg.seed), datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
-            elbo = (module.test_results or ToMainProcess.get(trainer, "test"))["elbo"]
+            elbo = logged["elbo"]
             console.print(f"smoke ok: {cfg.experiment} ({cfg.dataset}, {cfg.likelihood}, "
                           f"{cfg.arch}) test ELBO {elbo:.2f} nats")  # fmt: skip
         return None
@@ -146,7 +147,6 @@ def _fit_logged(
             ThrottledRichProgressBar(),
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
-            ToMainProcess(),
             *callbacks,
         ],
         plugins=[AtomicCheckpointIO()],
@@ -191,7 +191,7 @@ def finish_run(
     if plot:
         written.append(plot)
     m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    epoch, step, best = fit_counts(trainer)
+    epoch, step, best = fit_counts(trainer, checkpoints)
     rows = [
         ("experiment", module.cfg.experiment),
         ("data / likelihood", f"{module.cfg.dataset} / {module.cfg.likelihood}"),
@@ -210,8 +210,11 @@ def finish_run(
         console.print(f"wrote {path}")
 
 
-def fit_counts(trainer: pl.Trainer) -> tuple[int, int, float | None]:
-    """(epoch, global step, best val ELBO) of a finished fit, also under ddp_spawn, where
-    the fit ran in worker processes (see ToMainProcess)."""
-    fit = ToMainProcess.get(trainer, "fit")
-    return int(fit["epoch"]), int(fit["global_step"]), fit.get("best_model_score")
+def fit_counts(trainer: pl.Trainer, checkpoints: ModelCheckpoint) -> tuple[int, int, float | None]:
+    """(epochs, global step, best val ELBO) of a finished fit, from the trainer and its
+    checkpoint callback; under ddp_spawn the fit ran in worker processes, whose counters
+    live only in the last checkpoint they wrote."""
+    if lightning_private.ran_in_worker_processes(trainer):
+        return lightning_private.checkpoint_counts(Path(checkpoints.dirpath) / LAST)
+    best = checkpoints.best_model_score
+    return trainer.current_epoch, trainer.global_step, None if best is None else float(best)

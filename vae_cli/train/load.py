@@ -1,12 +1,51 @@
-"""Loading a checkpoint written by `vae train`."""
+"""Loading a run: the one path from a checkpoint to its module, config and data.
+
+`vae eval`, `vae reconstruct` and `vae compare` all start here, so a checkpoint is always
+paired with the data it was trained on in the same way (splits, binarisation, dequantisation).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vae_cli.config import Config
+from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
 from vae_cli.train.module import VAEModule
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained module with the config and the (set up) data it is scored on."""
+
+    ckpt: Path
+    module: VAEModule
+    cfg: Config  # the run's config with the caller's overrides (data_dir, trainer settings)
+    datamodule: VAEDataModule
+
+
+def load_run(ckpt: Path, overrides: dict[str, Any] | None = None, split: str = "test") -> LoadedRun:
+    """Load a checkpoint and build its evaluation data; `split` is what the test loop serves."""
+    module = load_module(ckpt)
+    cfg, datamodule = datamodule_for(module, overrides, split)
+    return LoadedRun(Path(ckpt), module, cfg, datamodule)
+
+
+def datamodule_for(
+    module: VAEModule, overrides: dict[str, Any] | None = None, split: str = "test"
+) -> tuple[Config, VAEDataModule]:
+    """The run's data (test and val splits set up), with `overrides` applied to its config.
+
+    Overrides that would change what the decoder models (likelihood, a dataset of another
+    shape) are refused with a clear error."""
+    check_compatible(module.cfg, overrides or {})
+    cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
+    datamodule = VAEDataModule(cfg, eval_split=split)
+    datamodule.setup("test")
+    return cfg, datamodule
 
 
 def load_module(ckpt: Path) -> VAEModule:

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import MeanMetric, Metric
 
 from vae_cli.config import Config, from_dict
 from vae_cli.data.batches import eval_batch_index
 from vae_cli.data.registry import lookup
 from vae_cli.data.support import bits_offset
-from vae_cli.model import activity, estimators
+from vae_cli.model import estimators
 from vae_cli.model.build import build as build_model
-from vae_cli.model.likelihoods import LIKELIHOODS
-from vae_cli.train import fastpath, guards, schedules
+from vae_cli.train import fastpath, guards, lightning_private, schedules
 from vae_cli.train.distributed import eval_noise
 from vae_cli.train.objectives import OBJECTIVES
 from vae_cli.train.objectives import TERMS as OBJECTIVE_TERMS
@@ -34,34 +34,21 @@ class VAEModule(pl.LightningModule):
         self.cfg: Config = from_dict(config)
         self.shape = lookup(self.cfg.dataset).shape
         self.dims = math.prod(self.shape)
-        self.bits_offset = bits_offset(LIKELIHOODS[self.cfg.likelihood].support)
         self.vae = build_model(self.cfg, self.shape)
+        self.bits_offset = bits_offset(self.vae.likelihood.support)
         self.objective = OBJECTIVES[self.cfg.objective]
         self.guard = guards.NonFiniteGuard(self.cfg.nonfinite, self.cfg.skip_grad_norm)
         self.step_loss = torch.zeros(())  # the loss of the step being taken, for the guard
-        # Evaluation settings, set by `vae eval` before trainer.test().
-        self.iw_samples = 0
-        self.iw_chunk = 100
-        self.eval_seed = self.cfg.seed  # eval z noise: a function of (eval_seed, batch index)
         # Means over examples kept as (sum, count) states: all-reduced as sums across ranks,
         # so uneven shards give the exact mean, never a mean of per-rank means.
+        # (The test loop of `vae eval` is train.scoring.Scorer.)
         self.val_metrics = torch.nn.ModuleDict({t: MeanMetric() for t in (*TERMS, "bpd")})
-        self.test_sums = torch.nn.ModuleDict(
-            {f"{t}{sq}": SumMetric().set_dtype(torch.float64)
-             for t in ("n", *TERMS, "iw") for sq in ("", "_sq")}
-        )  # fmt: skip
-        self.test_results: dict[str, float] = {}
         # Training means accumulate on the device; logged every log_every_n_steps and per epoch.
         terms = OBJECTIVE_TERMS[self.cfg.objective]
         self.train_window = fastpath.RunningMeans(terms)
         self.train_epoch = fastpath.RunningMeans(terms)
         self.bar_metrics: dict[str, float] = {}  # the last logged window, for the progress bar
         self.objective = OBJECTIVES[self.cfg.objective]  # torch.compile'd by setup() under --compile
-        # Per-dimension sums of E_q[z|x] and its square, per stochastic layer: active units.
-        self.mu_sums = torch.nn.ModuleDict(
-            {f"z{i + 1}{sq}": activity.VectorSum(d)
-             for i, d in enumerate(self.vae.layer_dims) for sq in ("", "_sq")}
-        )  # fmt: skip
 
     def bpd(self, elbo: Tensor) -> Tensor:
         return estimators.bits_per_dim(-elbo, self.dims, self.bits_offset)
@@ -92,7 +79,7 @@ class VAEModule(pl.LightningModule):
             opt.step()
             if 0 < trainer.max_steps <= self.global_step:
                 break
-        fastpath.align_logger_step(trainer)
+        lightning_private.align_logger_step(trainer)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         where = f"step {self.global_step} (epoch {self.current_epoch})"
@@ -145,79 +132,18 @@ class VAEModule(pl.LightningModule):
         means["bpd"] = self.bpd(means["elbo"])
         return {f"train/{name}_{suffix}": value for name, value in means.items()}
 
-    def eval_noise(self, batch_idx: int, stream: int = 0):
-        """Same z draws for the same examples whatever the world size (docs/scaling.md)."""
-        b = eval_batch_index(batch_idx, self.global_rank, self.trainer.world_size)
-        return eval_noise(self.eval_seed, b, self.device, stream)
-
     def validation_step(self, x: Tensor, batch_idx: int) -> None:
-        with self.eval_noise(batch_idx):
+        # Same z draws for the same examples whatever the world size (docs/scaling.md).
+        b = eval_batch_index(batch_idx, self.global_rank, self.trainer.world_size)
+        with eval_noise(self.cfg.seed, b, self.device):
             out = estimators.elbo(self.vae, x)
         out["bpd"] = self.bpd(out["elbo"])
         for name, metric in self.val_metrics.items():
             metric.update(out[name])
             self.log(f"val/{name}", metric, on_epoch=True, prog_bar=name == "elbo")
 
-    def test_step(self, x: Tensor, batch_idx: int) -> None:
-        with self.eval_noise(batch_idx):
-            out = estimators.elbo(self.vae, x)
-            if self.iw_samples > 0:
-                out["iw"] = estimators.iw_bound(self.vae, x, self.iw_samples, self.iw_chunk)
-        out["n"] = torch.ones_like(out["elbo"])
-        for name, value in out.items():
-            self.test_sums[name].update(value.double())
-            self.test_sums[f"{name}_sq"].update(value.double() ** 2)
-        with self.eval_noise(batch_idx, stream=1):  # the 2-layer E[z2|x] averages z1 draws
-            means = self.vae.posterior_means(x)
-        for i, mu in enumerate(means):
-            self.mu_sums[f"z{i + 1}"].update(mu)
-            self.mu_sums[f"z{i + 1}_sq"].update(mu.double() ** 2)
-
     def on_validation_epoch_start(self) -> None:
-        self._private_states(self.val_metrics)
-
-    def on_test_epoch_start(self) -> None:
-        self._private_states(self.test_sums)
-        self._private_states(self.mu_sums)
-
-    @staticmethod
-    def _private_states(metrics: torch.nn.ModuleDict) -> None:
-        # reset() allocates fresh state tensors: ddp_spawn on CPU hands every worker the
-        # same shared-memory tensors, and in-place sums would then add up across ranks.
-        for metric in metrics.values():
-            metric.reset()
-
-    def on_test_epoch_end(self) -> None:
-        # compute() all-reduces the sums across ranks: exact whatever the shard sizes.
-        n = self.test_sums["n"].compute()
-        results: dict[str, float] = {"n_examples": int(n.item())}
-        for name in (*TERMS, "iw") if self.iw_samples > 0 else TERMS:
-            mean = self.test_sums[name].compute() / n
-            var = (self.test_sums[f"{name}_sq"].compute() / n - mean**2).clamp_min(0)
-            results[name] = mean.item()
-            # standard error of the mean over examples (unbiased variance)
-            results[f"{name}_stderr"] = (var * n / (n - 1).clamp_min(1) / n).sqrt().item()
-        # float64 like the means (a float32 tensor would round the bpd to ~7 digits)
-        results["bpd_elbo"] = self.bpd(torch.tensor(results["elbo"], dtype=torch.float64)).item()
-        if "iw" in results:
-            results["bpd_iw"] = self.bpd(torch.tensor(results["iw"], dtype=torch.float64)).item()
-        results.update(self.active_units(n))
-        self.test_results = results
-        for metric in (*self.test_sums.values(), *self.mu_sums.values()):
-            metric.reset()
-
-    def active_units(self, n: Tensor) -> dict[str, Any]:
-        per_layer = []
-        for i in range(len(self.vae.layer_dims)):
-            var = activity.unit_variances(
-                self.mu_sums[f"z{i + 1}"].compute(), self.mu_sums[f"z{i + 1}_sq"].compute(), n
-            )
-            per_layer.append(activity.count_active(var))
-        return {
-            "active_units": sum(per_layer),
-            "active_units_per_layer": per_layer,
-            "latent_dims": list(self.vae.layer_dims),
-        }
+        fresh_states(self.val_metrics.values())
 
     def configure_optimizers(self) -> Any:
         # The strategy is a run setting, so it comes from the Trainer: Lightning names the
@@ -227,3 +153,10 @@ class VAEModule(pl.LightningModule):
         except RuntimeError:  # not attached to a Trainer (a test building the optimiser)
             strategy = "auto"
         return schedules.SCHEDULES[self.cfg.schedule](self.parameters(), self.cfg, strategy)
+
+
+def fresh_states(metrics: Iterable[Metric]) -> None:
+    """reset() allocates fresh state tensors: ddp_spawn on CPU hands every worker the same
+    shared-memory tensors, and in-place sums would then add up across ranks."""
+    for metric in metrics:
+        metric.reset()

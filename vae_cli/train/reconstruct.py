@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
-from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train.load import datamodule_for
 from vae_cli.train.module import VAEModule
 
 
@@ -20,9 +18,7 @@ def eval_examples(module: VAEModule, n: int, split: str = "test", overrides: dic
     """The first n examples of a fixed evaluation split, already on the likelihood's support."""
     if split not in ("test", "val"):
         raise VaeError(f'unknown split "{split}": choose test or val')
-    cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
-    dm = VAEDataModule(cfg)
-    dm.setup("test")
+    _, dm = datamodule_for(module, overrides)
     return dm.splits[split][:n]
 
 
@@ -39,7 +35,7 @@ def reconstruct_images(module: VAEModule, x: Tensor, stochastic: bool, seed: int
         torch.manual_seed(seed)
         dist = vae.conditional(z)
         recon = dist.sample() if stochastic else dist.mean
-    support = LIKELIHOODS[module.cfg.likelihood].support
+    support = vae.likelihood.support
     return interleave(to_image(x.float(), support), to_image(recon.float(), support))
 
 

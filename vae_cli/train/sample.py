@@ -7,7 +7,6 @@ from torch import Tensor
 
 from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
-from vae_cli.model.likelihoods import LIKELIHOODS
 from vae_cli.settings import RunSettings
 from vae_cli.train.module import VAEModule
 
@@ -28,7 +27,7 @@ def sample_images(
         torch.manual_seed(seed + 1)
         dist = vae.decode_prior(z.to(device))  # 2 layers: z2 -> z1 -> x
         x = dist.sample() if stochastic else dist.mean
-    return to_image(x, LIKELIHOODS[module.cfg.likelihood].support).cpu()
+    return to_image(x, vae.likelihood.support).cpu()
 
 
 def sample_on_device(

@@ -12,18 +12,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import random_data
 from scipy import integrate, special, stats
-from torch.distributions import ContinuousBernoulli
+from torch.distributions import Bernoulli, ContinuousBernoulli, Normal
 
 from vae_cli.config import Config
-from vae_cli.data import support
-from vae_cli.data.checks import check_support
-from vae_cli.data.datamodule import VAEDataModule
-from vae_cli.data.support import bits_offset
-from vae_cli.errors import VaeError
-from vae_cli.model.likelihoods import LIKELIHOODS, LOG_SIGMA_FLOOR, Likelihood
+from vae_cli.model.likelihoods import LIKELIHOODS, LOG_SIGMA_FLOOR, Likelihood, build
 
 FAMILIES = sorted(LIKELIHOODS)
+
+
 K = 3  # mixture components in these tests
 
 
@@ -54,14 +52,6 @@ def random_params(lik: Likelihood, b: int, c: int, h: int, w: int, gen: torch.Ge
         params[:, K : 2 * K] = torch.rand(b, K, c, h, w, generator=gen, dtype=torch.float64) * 2 - 1
         params[:, 2 * K :] = torch.rand(b, K, c, h, w, generator=gen, dtype=torch.float64) * -4
     return params.flatten(1, 2)
-
-
-def random_data(support: str, shape, gen: torch.Generator) -> torch.Tensor:
-    if support == "binary":
-        return torch.randint(0, 2, shape, generator=gen).double()
-    if support == "unit":
-        return torch.rand(shape, generator=gen, dtype=torch.float64)
-    return torch.randint(0, 256, shape, generator=gen).double()
 
 
 def groups(params: torch.Tensor, lik: Likelihood) -> np.ndarray:
@@ -395,35 +385,60 @@ def test_gradients_finite_at_extremes(name, fill):
         assert torch.isfinite(param.grad).all()
 
 
-# --------------------------------------------------------------------------- support
-BAD = {"binary": 0.5, "unit": 2.0, "discrete": 0.5}
+SHAPE = (3, 1, 4, 5)  # B, C, H, W
 
 
-@pytest.mark.parametrize("name", FAMILIES)
-def test_check_support(name):
-    cls = LIKELIHOODS[name]
-    gen = torch.Generator().manual_seed(4)
-    check_support(random_data(cls.support, (3, 1, 4, 4), gen), cls.support, name, "the data")
-    bad = torch.zeros(3, 1, 4, 4)
-    bad[1, 0, 2, 2] = BAD[cls.support]
-    with pytest.raises(VaeError, match=f'outside the support of likelihood "{name}"'):
-        check_support(bad, cls.support, name, "the data")
+def test_bernoulli_log_prob_is_summed_per_pixel_log_prob():
+    logits = torch.randn(SHAPE) * 3
+    x = torch.bernoulli(torch.full(SHAPE, 0.5))
+    lik = build(Config(likelihood="bernoulli"))
+    got = lik(logits).log_prob(x)
+    # independent: probabilities (not logits), per pixel, summed by hand
+    p = torch.sigmoid(logits.double())
+    want = (x * p.log() + (1 - x) * (1 - p).log()).sum(dim=(1, 2, 3))
+    assert got.shape == (3,)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got, Bernoulli(logits=logits).log_prob(x).sum(dim=(1, 2, 3)))
 
 
-def test_data_module_refuses_data_off_the_support(monkeypatch):
-    """If the per-family transform ever produced the wrong values, setup says so."""
-    monkeypatch.setattr(
-        support, "to_unit_support", lambda x, support, binarize, generator=None: x.float() / 255
-    )
-    dm = VAEDataModule(Config(dataset="digits", likelihood="categorical"))
-    expected = r'digits val split has values in .* outside the support of likelihood "categorical"'
-    with pytest.raises(VaeError, match=expected + r" \(the integers 0\.\.255\)"):
-        dm.setup("test")
+def test_bernoulli_mean_and_samples():
+    logits = torch.randn(SHAPE)
+    dist = build(Config(likelihood="bernoulli"))(logits)
+    torch.testing.assert_close(dist.mean, torch.sigmoid(logits))
+    s = dist.sample()
+    assert set(s.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_data_module_puts_each_support_on_its_support():
-    for name in ("bernoulli", "gaussian", "categorical"):  # one family per support
-        dm = VAEDataModule(Config(dataset="shapes32", likelihood=name))
-        dm.setup("test")  # runs check_support on val and test
-        assert dm.splits["test"].shape[1:] == (3, 32, 32)
-    assert bits_offset("unit") == 8.0 and bits_offset("discrete") == 0.0
+@pytest.mark.parametrize("sigma", [0.05, 0.1, 1.0])
+def test_gaussian_log_prob_includes_constant(sigma: float):
+    mu = torch.rand(SHAPE)
+    x = torch.rand(SHAPE)
+    got = build(Config(likelihood="gaussian", sigma=sigma))(mu).log_prob(x)
+    torch.testing.assert_close(got, Normal(mu, sigma).log_prob(x).sum(dim=(1, 2, 3)))
+    # The closed form: what a pixel-averaged MSE drops is the scale and this constant.
+    d = math.prod(SHAPE[1:])
+    sse = ((x - mu) ** 2).sum(dim=(1, 2, 3))
+    closed = -sse / (2 * sigma**2) - d * math.log(sigma) - d / 2 * math.log(2 * math.pi)
+    torch.testing.assert_close(got, closed, rtol=1e-5, atol=1e-3)
+
+
+def test_gaussian_learned_sigma_is_a_parameter_with_gradient():
+    lik = build(Config(likelihood="gaussian-learned", sigma=0.3))
+    mu, x = torch.rand(SHAPE), torch.rand(SHAPE)
+    lp = lik(mu).log_prob(x)
+    torch.testing.assert_close(lp, Normal(mu, 0.3).log_prob(x).sum(dim=(1, 2, 3)))
+    lp.sum().backward()
+    assert lik.log_sigma.grad is not None and lik.log_sigma.grad.abs() > 0
+    # at the optimum sigma^2 = MSE, the gradient of the summed log-density vanishes
+    mse = ((x - mu) ** 2).mean()
+    lik.log_sigma.data = 0.5 * mse.log()
+    lik.log_sigma.grad = None
+    lik(mu).log_prob(x).sum().backward()
+    assert abs(lik.log_sigma.grad.item()) < 1e-3
+
+
+def test_every_registered_family_declares_its_shape_and_support():
+    for name, cls in LIKELIHOODS.items():
+        assert cls.name == name
+        assert cls.params_per_channel >= 1
+        assert cls.support in ("binary", "unit", "discrete")

@@ -1,5 +1,5 @@
-"""`vae train --likelihood L` for every family (8x8 grey and 32x32 RGB), `vae reconstruct`,
-`vae compare` on the offline digits with a few steps."""
+"""`vae compare` (and `vae train --smoke` for every family, 8x8 grey and 32x32 RGB) on the
+offline digits with a few steps."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_cli.compare import active_units
 from vae_cli.model.likelihoods import LIKELIHOODS
-from vae_cli.train.reconstruct import interleave
 
 TINY = ("--hidden-dim", "16", "--latent-dim", "4", "--batch-size", "8", "--accelerator", "cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LIKELIHOODS))
 @pytest.mark.parametrize("dataset,arch", [("digits", "mlp"), ("shapes32", "conv")])
 def test_train_smoke_every_family(cli, name, dataset, arch):
@@ -34,22 +33,7 @@ def test_bad_likelihood_is_one_line_error(cli):
     assert 'unknown likelihood "categorcal" (did you mean "categorical"?)' in result.output
 
 
-def test_active_units_counts_dimensions_with_varying_posterior_means():
-    gen = torch.Generator().manual_seed(0)
-    means = torch.randn(2000, 4, generator=gen) * torch.tensor([1.0, 0.2, 0.05, 0.0])
-    # variances ~1, 0.04, 0.0025, 0: two of them above the 0.01 threshold
-    assert active_units(means) == 2
-
-
-def test_interleave_puts_inputs_above_reconstructions():
-    inputs, recons = torch.zeros(10, 1, 2, 2), torch.ones(10, 1, 2, 2) * 0.5
-    grid = interleave(inputs, recons, per_row=8)
-    assert grid.shape == (32, 1, 2, 2)  # 2 chunks x (8 inputs + 8 recons), padded
-    assert (grid[:8] == 0).all() and (grid[8:16] == 0.5).all()
-    assert (grid[16:18] == 0).all() and (grid[18:24] == 1).all()  # blank cells after input 10
-    assert (grid[24:26] == 0.5).all()
-
-
+@pytest.mark.slow
 def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
     names = ["bernoulli", "gaussian", "categorical"]
     result = cli(

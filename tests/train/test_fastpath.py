@@ -1,31 +1,20 @@
-"""The fast training path keeps the semantics: logged means are exact per-example means, the
-prior's KL and the binarisation are what they replace, and --compile trains."""
+"""train/fastpath.py and the several-steps-per-batch module: logged means are exact per-example
+means, steps_per_call changes speed not training, max_steps and the progress bar count steps."""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.distributions import Independent, Normal, kl_divergence
+from conftest import cpu, read_rows, small_run
 
-from vae_cli.data.support import to_unit_support
+from vae_cli.config import Config
 from vae_cli.model import estimators
-from vae_cli.model.priors import StandardNormal
-from vae_cli.settings import Config, RunSettings
 from vae_cli.train import fit as training
-from vae_cli.train import schedules
 from vae_cli.train.fastpath import RunningMeans, ThrottledRichProgressBar
-from vae_cli.train.load import load_module
-
-
-def cpu(tmp_path: Path) -> RunSettings:
-    """Hardware and output of these runs: run settings, apart from the model's Config."""
-    return RunSettings(runs_dir=str(tmp_path), accelerator="cpu")
 
 
 def test_running_means_are_means_over_examples_not_batches():
@@ -43,11 +32,7 @@ def test_running_means_are_means_over_examples_not_batches():
     assert acc.take() is None  # take() starts afresh
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
+@pytest.mark.slow
 def test_logged_training_means_equal_a_direct_computation(tmp_path: Path, monkeypatch):
     """Record every training step's per-example ELBO terms, then recompute each logged value:
     a step log is the mean over the examples since the previous log (within the epoch), an
@@ -96,68 +81,10 @@ def test_logged_training_means_equal_a_direct_computation(tmp_path: Path, monkey
         assert float(r["train/bpd_epoch"]) == pytest.approx(-mean("elbo", lo, hi) / dims_ln2, rel=1e-5)
 
 
-def test_standard_normal_kl_equals_the_generic_normal_kl():
-    torch.manual_seed(0)
-    q = Independent(Normal(torch.randn(64, 8) * 3, torch.rand(64, 8) * 2 + 0.01), 1)
-    fast = kl_divergence(q, Independent(StandardNormal.of(8, torch.device("cpu")), 1))
-    generic = kl_divergence(q, Independent(Normal(torch.zeros(8), torch.ones(8)), 1))
-    torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-5)
-    # and its log_prob is the standard normal's
-    z = torch.randn(5, 8)
-    torch.testing.assert_close(StandardNormal.of(8, z.device).log_prob(z), Normal(0.0, 1.0).log_prob(z))
-
-
-def test_binarisation_draws_bernoulli_pixel_over_255():
-    """Every grey level k is 1 with frequency k/255 (binomial tolerance), 0 never, 255 always."""
-    levels = torch.arange(256, dtype=torch.uint8)
-    n = 4000
-    x = levels.repeat(n, 1)
-    g = torch.Generator().manual_seed(0)
-    freq = to_unit_support(x, "binary", "dynamic", generator=g).mean(0).double()
-    p = levels.double() / 255
-    sd = (p * (1 - p) / n).sqrt()
-    assert ((freq - p).abs() <= 5 * sd + 1e-12).all()
-    assert freq[0] == 0 and freq[255] == 1
-
-
-def compile_unavailable() -> str | None:
-    try:
-        import torch._dynamo
-        import torch._inductor
-    except Exception as e:  # pragma: no cover - depends on the torch build
-        return f"torch.compile is not importable here ({type(e).__name__})"
-    if not torch._dynamo.is_dynamo_supported():
-        return "torch.compile is not supported on this Python/platform"
-    return None
-
-
-@pytest.mark.skipif(compile_unavailable() is not None, reason=str(compile_unavailable()))
-def test_compile_trains_a_few_steps(tmp_path: Path, monkeypatch):
-    """--compile goes through torch.compile: dynamo captures the ELBO and AOTAutograd its
-    backward, and training runs on the result. The test uses the aot_eager backend: inductor's
-    C++ code generation takes ~20-40 s on 2 cores, and `make bench` runs the real thing."""
-    from torch._dynamo.utils import counters
-
-    real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="aot_eager"))
-    counters.clear()
-    cfg = Config(experiment="compiled", dataset="digits", batch_size=50, max_steps=3, latent_dim=4,
-                 hidden_dim=32, compile=True)  # fmt: skip
-    run_dir = training.fit(cfg.validate(), run=cpu(tmp_path))
-    assert counters["stats"]["unique_graphs"] >= 1  # dynamo captured the ELBO, not a no-op
-    rows = read_rows(run_dir / "metrics.csv")
-    assert int(rows[-1]["step"]) >= 2 or any(r.get("train/elbo_epoch") for r in rows)
-    module = load_module(run_dir / "checkpoints" / "last.ckpt")
-    assert all(torch.isfinite(p).all() for p in module.parameters())
-
-
 # ---------------------------------------------------------------- several steps per Lightning batch
-def small_run(tmp_path: Path, name: str, **overrides) -> Config:
-    values = dict(experiment=name, dataset="digits", batch_size=50, epochs=2, latent_dim=4,
-                  hidden_dim=32, log_every_n_steps=4)  # fmt: skip
-    return Config(**{**values, **overrides}).validate()
 
 
+@pytest.mark.slow
 def test_steps_per_call_changes_speed_not_training(tmp_path: Path):
     """With static binarisation the only random draws are the z noise, drawn once per step in
     the same order whatever steps_per_call is: 1 step or 4 steps per training_step must give
@@ -178,38 +105,14 @@ def test_steps_per_call_changes_speed_not_training(tmp_path: Path):
         assert [float(y[k]) for k in logged] == pytest.approx([float(x[k]) for k in logged], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_max_steps_stops_inside_a_multi_step_batch(tmp_path: Path):
     run_dir = training.fit(small_run(tmp_path, "maxsteps", max_steps=10, steps_per_call=8), run=cpu(tmp_path))
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 10
 
 
-class LearningRates(pl.Callback):
-    """(epoch, lr) of every optimiser step, read just before the update."""
-
-    def __init__(self) -> None:
-        self.seen: list[tuple[int, float]] = []
-
-    def on_before_optimizer_step(self, trainer, module, optimizer) -> None:
-        self.seen.append((trainer.current_epoch, optimizer.param_groups[0]["lr"]))
-
-
-def test_epoch_schedule_is_stepped_and_survives_a_resume(tmp_path: Path):
-    """Manual optimisation leaves the scheduler to the module: the IWAE schedule's rate must be
-    lr * 10^(-i/7) in every epoch of stage i (epoch 0: i=0; 1-3: i=1; 4: i=2), also after a
-    resume at an epoch boundary."""
-    cfg = small_run(tmp_path, "sched", schedule="iwae", epochs=2)
-    first = LearningRates()
-    run_dir = training.fit(cfg, callbacks=[first], run=cpu(tmp_path))
-    resumed = LearningRates()
-    training.fit(dataclasses.replace(cfg, epochs=5), resume=run_dir, callbacks=[resumed], run=cpu(tmp_path))
-    seen = first.seen + resumed.seen
-    assert sorted({e for e, _ in seen}) == [0, 1, 2, 3, 4]
-    for epoch, lr in seen:
-        assert lr == pytest.approx(cfg.lr * schedules.iwae_lr_factor(epoch), rel=1e-9), epoch
-    assert schedules.iwae_lr_factor(4) < schedules.iwae_lr_factor(1) < 1.0  # three stages seen
-
-
+@pytest.mark.slow
 def test_progress_bar_counts_optimiser_steps(tmp_path: Path):
     """The bar's total is the epoch's optimiser steps (26), not Lightning's batches (4)."""
     seen: list[tuple[float, int]] = []

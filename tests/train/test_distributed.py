@@ -4,23 +4,19 @@ same test ELBO / IW bound on 1 and 2 devices. Plus the pieces that make that tru
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import run_vae
-from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from vae_cli.config import Config
-from vae_cli.data.batches import TensorBatches, eval_batch_index
+from vae_cli.data.batches import TensorBatches
 from vae_cli.data.datamodule import VAEDataModule
-from vae_cli.errors import VaeError
-from vae_cli.model import estimators
-from vae_cli.model.vae import VAE
+from vae_cli.settings import Config
 from vae_cli.train.fit import _tensorboard_available
 from vae_cli.train.module import VAEModule
+from vae_cli.train.scoring import Scorer
 
 DDP2 = ("--strategy", "ddp", "--devices", "2", "--accelerator", "cpu")
 
@@ -33,6 +29,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return cwd, result.stdout
 
 
+@pytest.mark.slow
 def test_ddp_training_writes_one_run_directory_once(ddp_run: tuple[Path, str]):
     cwd, stdout = ddp_run
     (run,) = (cwd / "runs" / "quickstart").iterdir()  # both ranks logged into one version
@@ -52,6 +49,7 @@ def evaluate(cwd: Path, *flags: str) -> tuple[dict, str]:
     return json.loads((run / "eval.json").read_text()), result.stdout
 
 
+@pytest.mark.slow
 def test_eval_is_the_same_on_one_and_two_devices(ddp_run: tuple[Path, str]):
     cwd, _ = ddp_run
     one, _ = evaluate(cwd, "--devices", "1", "--accelerator", "cpu")
@@ -62,6 +60,17 @@ def test_eval_is_the_same_on_one_and_two_devices(ddp_run: tuple[Path, str]):
     for key in ("elbo", "recon", "kl", "iw", "elbo_stderr", "iw_stderr"):
         assert two[key] == pytest.approx(one[key], rel=1e-6, abs=1e-6), key
     assert stdout.count("test set") == 1  # only rank 0 reports
+
+
+@pytest.mark.slow
+def test_bf16_mixed_eval_matches_full_precision(ddp_run: tuple[Path, str]):
+    cwd, _ = ddp_run
+    full, _ = evaluate(cwd, "--accelerator", "cpu")
+    bf16, _ = evaluate(cwd, "--accelerator", "cpu", "--precision", "bf16-mixed")
+    assert bf16["precision"] == "bf16-mixed"
+    # bf16 matmuls in the networks move the ELBO by far less than its standard error
+    assert abs(bf16["elbo"] - full["elbo"]) < 0.25 * full["elbo_stderr"]
+    assert abs(bf16["iw"] - full["iw"]) < 0.25 * full["iw_stderr"]
 
 
 @pytest.mark.slow
@@ -78,9 +87,9 @@ def test_two_layer_eval_and_active_units_are_the_same_on_one_and_two_devices(tmp
 
 
 def test_two_layer_active_unit_sums_do_not_depend_on_the_world_size():
-    """Run test_step as each rank of a 1- and a 2-process evaluation would (same weights, the
-    global RNG seeded alike in every process, batches dealt round-robin): the float64 sums of
-    E[z|x] and its square behind the active units agree to rounding, per layer."""
+    """Run the scorer's test_step as each rank of a 1- and a 2-process evaluation would (same
+    weights, the global RNG seeded alike in every process, batches dealt round-robin): the
+    float64 sums of E[z|x] and its square behind the active units agree to rounding, per layer."""
     torch.manual_seed(0)
     module = VAEModule(Config(stochastic_layers=2, latent_dim=4, hidden_dim=32).validate().to_dict()).eval()
     dm = VAEDataModule(module.cfg)
@@ -90,13 +99,14 @@ def test_two_layer_active_unit_sums_do_not_depend_on_the_world_size():
     def sums(world: int) -> dict[str, torch.Tensor]:
         total: dict[str, torch.Tensor] = {}
         for rank in range(world):
-            module._trainer = SimpleNamespace(world_size=world, global_rank=rank)
-            module.on_test_epoch_start()  # fresh sums, as in a new process
+            scorer = Scorer(module, iw_samples=0, chunk=1, seed=0)
+            scorer._trainer = SimpleNamespace(world_size=world, global_rank=rank)
+            scorer.on_test_epoch_start()  # fresh sums, as in a new process
             torch.manual_seed(0)  # what seed_everything does in every process
             with torch.no_grad():
                 for i, x in enumerate(TensorBatches(data, 100, shuffle=False, rank=rank, world_size=world)):
-                    module.test_step(x, i)
-            for name, metric in module.mu_sums.items():
+                    scorer.test_step(x, i)
+            for name, metric in scorer.mu_sums.items():
                 total[name] = total.get(name, 0) + metric.total.clone()
         return total
 
@@ -104,68 +114,3 @@ def test_two_layer_active_unit_sums_do_not_depend_on_the_world_size():
     assert set(one) == {"z1", "z1_sq", "z2", "z2_sq"}
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-12, atol=1e-12)
-
-
-def test_bf16_mixed_eval_matches_full_precision(ddp_run: tuple[Path, str]):
-    cwd, _ = ddp_run
-    full, _ = evaluate(cwd, "--accelerator", "cpu")
-    bf16, _ = evaluate(cwd, "--accelerator", "cpu", "--precision", "bf16-mixed")
-    assert bf16["precision"] == "bf16-mixed"
-    # bf16 matmuls in the networks move the ELBO by far less than its standard error
-    assert abs(bf16["elbo"] - full["elbo"]) < 0.25 * full["elbo_stderr"]
-    assert abs(bf16["iw"] - full["iw"]) < 0.25 * full["iw_stderr"]
-
-
-def test_density_maths_is_float32_under_autocast():
-    torch.manual_seed(0)
-    vae = VAE.from_config(Config(latent_dim=4, hidden_dim=32), (1, 8, 8))
-    x = torch.bernoulli(torch.full((16, 1, 8, 8), 0.3))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        torch.manual_seed(1)
-        out = estimators.elbo(vae, x)
-        # independent reference: the same (bf16) network outputs, densities in float64
-        torch.manual_seed(1)
-        mu, logvar = vae.encoder(x).double().chunk(2, dim=-1)
-        q = Independent(Normal(mu, (0.5 * logvar).exp()), 1)
-        # the same float32 reparameterised draw as the model's posterior
-        z = Normal(mu.float(), (0.5 * logvar.float()).exp()).rsample()
-        logits = vae.decoder(z).double()
-    assert out["elbo"].dtype == torch.float32
-    recon = Independent(Bernoulli(logits=logits.view_as(x)), 3).log_prob(x.double())
-    kl = kl_divergence(q, Independent(Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1))
-    assert torch.allclose(out["recon"].double(), recon, atol=1e-3)
-    assert torch.allclose(out["kl"].double(), kl, atol=1e-4)
-
-
-@pytest.mark.parametrize("world", [1, 2, 3])
-def test_eval_batches_do_not_depend_on_the_world_size(world: int):
-    data = torch.arange(361)
-    batches = {}
-    for rank in range(world):
-        for i, b in enumerate(TensorBatches(data, 50, shuffle=False, rank=rank, world_size=world)):
-            batches[eval_batch_index(i, rank, world)] = b
-    assert sorted(batches) == list(range(math.ceil(361 / 50)))
-    for index, b in batches.items():
-        assert torch.equal(b, data[index * 50 : (index + 1) * 50])
-
-
-def test_splits_move_to_the_accelerator_once():
-    dm = VAEDataModule(Config())
-    dm.setup()
-    dm.to_device(torch.device("cpu"))
-    assert dm.splits["train"].device.type == "cpu"
-    dm.to_device(torch.device("meta"))  # stands in for a GPU: any non-CPU device
-    assert {t.device.type for t in dm.splits.values()} == {"meta"}
-    batch = next(iter(TensorBatches(dm.splits["train"], 10, shuffle=True)))
-    assert batch.device.type == "meta" and batch.shape == (10, 1, 8, 8)
-
-
-def test_too_few_eval_batches_for_the_processes_is_a_clean_error():
-    dm = VAEDataModule(Config(batch_size=100))
-    dm.setup()
-    cpu = SimpleNamespace(root_device=torch.device("cpu"))
-    dm.trainer = SimpleNamespace(world_size=5, global_rank=0, current_epoch=0, strategy=cpu)
-    with pytest.raises(VaeError, match=r"4 batches of 100 for 5 processes.*smaller --batch-size"):
-        dm.test_dataloader()  # 360 examples: a fifth rank would wait forever in the all-reduce
-    dm.trainer = SimpleNamespace(world_size=4, global_rank=3, current_epoch=0, strategy=cpu)
-    assert len(dm.test_dataloader()) == 1
