@@ -105,3 +105,22 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
         if proc.returncode != 0:
             failed[name] = proc.stderr.strip().splitlines()[-1]
     assert not failed, failed
+
+
+REGISTRIES = (
+    "vae_cli.model.likelihoods",
+    "vae_cli.model.networks",
+    "vae_cli.model.build",
+    "vae_cli.data.registry",
+    "vae_cli.data.datasets",
+    "vae_cli.train.objectives",
+    "vae_cli.train.schedules",
+)
+
+
+@pytest.mark.parametrize("registry", REGISTRIES)
+def test_registries_are_leaves_that_import_no_config(registry: str):
+    """torch.distributions' kl.py imports its leaves, never the other way round: a registry
+    takes a built config (type hints under TYPE_CHECKING only); names are checked where the
+    settings declare them (tests/test_settings.py), not by the registry importing them."""
+    assert not imports_of(registry) & {"vae_cli.settings", "vae_cli.config", "vae_cli.options", "vae_cli.cli"}

@@ -10,14 +10,18 @@ There is no closed-form KL(q(z1, z2|x) || p(z1, z2)), so the ELBO uses a one-sam
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vae_cli.config import Config
 from vae_cli.model import likelihoods, networks
 from vae_cli.model.likelihoods import Likelihood
 from vae_cli.model.networks import Shape
 from vae_cli.model.vae import Latents, decode_log_prob, diagonal_gaussian, standard_normal
+
+if TYPE_CHECKING:  # a registry is a leaf: it takes a config, it never imports one
+    from vae_cli.settings import Config
 
 
 def gaussian_mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:

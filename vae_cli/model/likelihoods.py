@@ -12,7 +12,7 @@ Adding a family is one class with a `@register("flag-value")` decorator.
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +28,11 @@ from torch.distributions import (
     constraints,
 )
 
-from vae_cli.config import Config
 from vae_cli.model import continuous_bernoulli
+
+if TYPE_CHECKING:  # a registry is a leaf: it takes a config, it never imports one
+    from vae_cli.settings import Config
+
 
 # What data a family scores, so the data module can present it on the right support:
 #   binary   -- {0, 1} pixels (binarised)

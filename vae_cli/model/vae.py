@@ -15,17 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
-from vae_cli.config import Config
 from vae_cli.model import likelihoods, networks
 from vae_cli.model.likelihoods import Likelihood
 from vae_cli.model.networks import Shape
 from vae_cli.model.priors import StandardNormal
+
+if TYPE_CHECKING:  # a registry is a leaf: it takes a config, it never imports one
+    from vae_cli.settings import Config
 
 
 @dataclass(frozen=True)

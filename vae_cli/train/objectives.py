@@ -7,14 +7,18 @@ what the optimiser minimises. Pure functions of their inputs, like the estimator
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from vae_cli.config import Config
 from vae_cli.model import estimators
 
-Objective = Callable[[torch.nn.Module, Tensor, Config, int], tuple[Tensor, dict[str, Tensor]]]
+if TYPE_CHECKING:  # a registry is a leaf: it takes a config, it never imports one
+    from vae_cli.settings import Config
+
+
+Objective = Callable[[torch.nn.Module, Tensor, "Config", int], tuple[Tensor, dict[str, Tensor]]]
 
 OBJECTIVES: dict[str, Objective] = {}
 TERMS: dict[str, tuple[str, ...]] = {}  # the per-example terms each objective returns

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from vae_cli.config import Config
 from vae_cli.train import fastpath
+
+if TYPE_CHECKING:  # a registry is a leaf: it takes a config, it never imports one
+    from vae_cli.settings import Config
+
 
 Schedule = Callable[..., Any]  # (params, cfg, strategy="auto") -> optimiser config
 
