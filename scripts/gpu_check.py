@@ -49,6 +49,14 @@ INTERNAL = ("stage", "records", "tmp", "ckpt", "out", "probe")  # not settings o
 TABLE1 = [f"iwae-{layers}l-{obj}-k{k}" for layers in (1, 2) for k in (1, 5, 50) for obj in ("vae", "iwae")]
 
 
+def positive(text: str) -> float:
+    """An argparse type: a finite number above 0 (a budget of 0 or less would cut every stage)."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("gpu-check"), help="folder for the JSON and markdown")
@@ -57,7 +65,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                    help="cpu: test this script on the CPU (numbers say nothing about a GPU)")  # fmt: skip
     p.add_argument("--stages", nargs="+", choices=list(BUDGETS), default=list(BUDGETS))
-    p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every stage budget")
+    p.add_argument("--budget-scale", type=positive, default=1.0, help="multiply every stage budget (> 0)")
     p.add_argument("--total-s", type=float, default=TOTAL_S, help="budget of the whole run (seconds)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 512, 4096])
     p.add_argument("--modes", nargs="+", choices=("fp32", "bf16-mixed", "compile"),

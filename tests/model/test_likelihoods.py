@@ -442,3 +442,42 @@ def test_every_registered_family_declares_its_shape_and_support():
         assert cls.name == name
         assert cls.params_per_channel >= 1
         assert cls.support in ("binary", "unit", "discrete")
+
+
+def test_continuous_bernoulli_infinite_logits_are_point_masses():
+    """l = +-inf is the limit of the family, a point mass at 1 or 0: mean and draws agree there
+    (inf inside the formulas would give inf - inf = NaN), and a NaN logit stays NaN."""
+    logits = torch.tensor([math.inf, -math.inf, math.nan]).view(3, 1, 1, 1).requires_grad_(True)
+    dist = make("continuous-bernoulli", torch.float32)(logits).base_dist
+    draws = dist.rsample((1000,)).flatten(1)
+    assert dist.mean.flatten()[:2].tolist() == pytest.approx([1.0, 0.0], abs=1e-30)
+    assert bool((draws[:, 0] == 1).all()) and bool((draws[:, 1].abs() < 1e-30).all())
+    assert bool(draws[:, 2].isnan().all())
+    draws[:, :2].sum().backward()
+    assert torch.isfinite(logits.grad[:2]).all()
+    # log_prob broadcasts like torch's distributions: one logit, many values
+    many = dist.log_prob(torch.full((8, 3, 1, 1, 1), 0.5))
+    assert many.shape == (8, 3, 1, 1, 1) and bool((many[:, :2] < -1e30).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("logit", [-1e4, -89.0, -30.0, 0.0, 30.0, 89.0, 1e4])
+def test_continuous_bernoulli_half_precision_draws_match_the_mean(dtype, logit):
+    """Decoder outputs in bf16/fp16 (--precision bf16-mixed): draws are made in float32 and
+    rounded, so none is a spurious 0 at a large logit (a bf16 uniform is exactly 0 about once
+    in 400 draws), and their mean is the reference density's within 5 standard errors plus
+    the dtype's rounding of the values."""
+    torch.manual_seed(7)
+    dist = make("continuous-bernoulli", torch.float32)(torch.full((1, 1, 1, 1), logit, dtype=dtype))
+    n = 50_000
+    draws = dist.sample((n,)).double().flatten()
+    assert dist.sample().dtype == dtype
+    if logit > 50:
+        assert bool((draws > 0.5).all())
+    want = reference_moment(
+        "continuous-bernoulli",
+        make("continuous-bernoulli"),
+        torch.full((1, 1, 1, 1), logit, dtype=torch.float64),
+    )[0]
+    rounding = torch.finfo(dtype).eps
+    assert abs(float(draws.mean()) - want) <= 5 * float(draws.std()) / math.sqrt(n) + rounding

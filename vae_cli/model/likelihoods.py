@@ -27,6 +27,7 @@ from torch.distributions import (
     Normal,
     constraints,
 )
+from torch.distributions.utils import broadcast_all
 
 from vae_cli.model import continuous_bernoulli
 
@@ -184,26 +185,53 @@ class StableContinuousBernoulli(ContinuousBernoulli):
     mean at logit 30 is 0.937 for a density whose mean is 0.967.
     """
 
+    def _logits(self) -> Tensor:
+        """The logit in at least float32 (half-precision expm1/log1p put zeros among the draws
+        at large logits), with +-inf as the largest finite float: the limit of every formula
+        (a point mass at 0 or 1), where inf itself would give inf - inf = NaN. NaN stays NaN."""
+        logits = self.logits.float() if self.logits.dtype in (torch.float16, torch.bfloat16) else self.logits
+        big = torch.finfo(logits.dtype).max
+        return logits.clamp(-big, big)
+
+    def _as_input(self, x: Tensor) -> Tensor:
+        return x.to(self.logits.dtype)
+
     def log_prob(self, value: Tensor) -> Tensor:
-        log_lik = -F.binary_cross_entropy_with_logits(self.logits, value, reduction="none")
-        return log_lik + continuous_bernoulli_log_norm(self.logits)
+        logits, value = broadcast_all(self._logits(), value)  # broadcasts like torch's
+        log_lik = -F.binary_cross_entropy_with_logits(logits, value.to(logits.dtype), reduction="none")
+        return self._as_input(log_lik + continuous_bernoulli_log_norm(logits))
 
     @property
     def mean(self) -> Tensor:
-        return continuous_bernoulli.mean(self.logits)
+        return self._as_input(continuous_bernoulli.mean(self._logits()))
 
     @property
     def variance(self) -> Tensor:
-        return continuous_bernoulli.variance(self.logits)
+        return self._as_input(continuous_bernoulli.variance(self._logits()))
 
     def cdf(self, value: Tensor) -> Tensor:
-        return continuous_bernoulli.cdf(self.logits, value)
+        logits, value = broadcast_all(self._logits(), value)
+        return self._as_input(continuous_bernoulli.cdf(logits, value.to(logits.dtype)))
 
-    def icdf(self, value: Tensor) -> Tensor:  # torch's sample() and rsample() call this
-        return continuous_bernoulli.icdf(self.logits, value)
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        """Inverse-CDF draws with u ~ U[0, 1) in at least float32: a bfloat16 u is exactly 0
+        about once in 400 draws, and icdf(0) = 0 whatever the logit."""
+        logits = self._logits()
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, dtype=logits.dtype, device=logits.device)
+        return self._as_input(continuous_bernoulli.icdf(logits.expand(shape), u))
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def icdf(self, value: Tensor) -> Tensor:
+        logits, value = broadcast_all(self._logits(), value)
+        return self._as_input(continuous_bernoulli.icdf(logits, value.to(logits.dtype)))
 
     def entropy(self) -> Tensor:
-        return continuous_bernoulli.entropy(self.logits, continuous_bernoulli_log_norm(self.logits))
+        logits = self._logits()
+        return self._as_input(continuous_bernoulli.entropy(logits, continuous_bernoulli_log_norm(logits)))
 
 
 def continuous_bernoulli_log_norm(logits: Tensor) -> Tensor:
