@@ -79,15 +79,28 @@ class Config:
     kl_warmup_steps: int = 0  # elbo objective: beta ramps linearly from 0 over these steps
     stochastic_layers: int = 1  # 1 | 2: the IWAE paper's 1- or 2-stochastic-layer model
     schedule: str = "constant"  # constant | iwae: learning-rate schedule and Adam settings
+    # own data (issue 14): --dataset may also be a folder of images or a .npy/.npz file
+    image_size: int = 0  # folders: resize the shorter side to N, centre-crop NxN; 0: infer
+    channels: int = 0  # folders: 1 | 3; 0: infer (3 if any image is colour)
+    val_data: str = ""  # a separate folder/array for the val split; "": held out by hash
+    test_data: str = ""  # a separate folder/array for the test split; "": held out by hash
+    val_fraction: float = 0.1  # share held out for val, by hashing each path/index
+    test_fraction: float = 0.1  # share held out for test, same rule
+    split_seed: int = 0  # seed of that hash rule
+    stream: str = "auto"  # folders: auto (by size) | yes (DataLoader workers) | no (in memory)
+    num_workers: int = 2  # image-decoding worker processes
+    skip_bad_images: bool = False  # leave out unreadable image files instead of stopping
 
     def validate(self) -> Config:
         # Local imports: the registries import this module.
         from vae_cli.data.registry import DATASETS
+        from vae_cli.data.sources import is_path
         from vae_cli.model.likelihoods import LIKELIHOODS
         from vae_cli.model.networks import ARCHITECTURES
 
         _choice("likelihood", self.likelihood, LIKELIHOODS)
-        _choice("dataset", self.dataset, DATASETS)
+        if not is_path(self.dataset):
+            _choice("dataset", self.dataset, DATASETS)
         _choice("arch", self.arch, ARCHITECTURES)
         _choice("binarize", self.binarize, BINARIZE)
         _choice("precision", str(self.precision), PRECISIONS)
@@ -111,7 +124,21 @@ class Config:
         if not self.skip_grad_norm >= 0:
             raise VaeError(f"skip_grad_norm must be >= 0 (0: off), got {self.skip_grad_norm}")
         self._validate_objective()
+        self._validate_own_data()
         return self
+
+    def _validate_own_data(self) -> None:
+        if self.channels not in (0, 1, 3):
+            raise VaeError(f"channels must be 1 or 3 (0: infer), got {self.channels}")
+        if self.image_size != 0:
+            _at_least("image_size", self.image_size, 4)
+        _at_least("num_workers", self.num_workers, 0)
+        _choice("stream", self.stream, ("auto", "yes", "no"))
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise VaeError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.val_fraction + self.test_fraction < 1:
+            raise VaeError("val_fraction + test_fraction must be < 1: nothing would be left to train on")
 
     def _validate_objective(self) -> None:
         from vae_cli.model.vae import STOCHASTIC_LAYERS

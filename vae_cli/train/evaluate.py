@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import RichProgressBar
 from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.train.distributed import ToMainProcess
-from vae_cli.train.load import check_compatible, load_module
+from vae_cli.train.load import check_compatible, check_data, load_module
 from vae_cli.train.trainer import EVAL_TRAINER, make_trainer
 
 
@@ -38,6 +38,7 @@ def evaluate_checkpoint(
     cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
     datamodule = VAEDataModule(cfg)
     datamodule.setup("test")
+    check_data(module, datamodule)
     datamodule.eval_split = split
     module.iw_samples, module.iw_chunk, module.eval_seed = iw_samples, chunk, seed
     pl.seed_everything(seed, verbose=False)
@@ -85,6 +86,8 @@ def protocol(cfg: Config, dm: VAEDataModule) -> str:
         if cfg.binarize == "none":
             return "grey levels x/255 scored by a Bernoulli: not a normalised density"
         return f"binarised once: x ~ Bernoulli(pixel/255) with torch seed {EVAL_SEED}"
+    if dm.support == "unit" and dm.continuous:
+        return "continuous floats in [0, 1], no dequantisation; bits/dim of the density on [0, 1]"
     if dm.support == "unit":
         return (
             f"uniformly dequantised once: (k + u)/256 with torch seed {EVAL_SEED}; "

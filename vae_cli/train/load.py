@@ -35,13 +35,25 @@ def check_compatible(trained: Any, requested: dict[str, Any]) -> None:
             f"drop --likelihood, or evaluate a run trained with {likelihood}"
         )
     dataset = requested.get("dataset")
-    if dataset is not None and dataset != trained.dataset:
+    if dataset is not None and dataset != trained.dataset and {dataset, trained.dataset} <= set(DATASETS):
+        # user data (a path) has no registered shape: check_data compares it once it is read
         have, want = DATASETS[trained.dataset].shape, DATASETS[dataset].shape
         if have != want:
             raise VaeError(
                 f"the checkpoint models {_shape(have)} images ({trained.dataset}) but {dataset} has "
                 f"{_shape(want)}: pass a dataset of the same shape"
             )
+
+
+def check_data(module: VAEModule, datamodule: Any) -> None:
+    """The data read now has the shape (and kind) the checkpoint's model was trained on."""
+    if tuple(datamodule.shape) != tuple(module.shape) or datamodule.continuous != module.continuous:
+        kind = lambda c: "float" if c else "8-bit"  # noqa: E731
+        raise VaeError(
+            f"the checkpoint models {kind(module.continuous)} {_shape(module.shape)} images but "
+            f"{datamodule.cfg.dataset} now gives {kind(datamodule.continuous)} {_shape(datamodule.shape)}: "
+            f"pass the run's data (or --image-size/--channels as at training)"
+        )
 
 
 def _shape(shape: tuple[int, ...]) -> str:

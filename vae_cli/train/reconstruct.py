@@ -13,6 +13,7 @@ from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import LIKELIHOODS
+from vae_cli.train.load import check_data
 from vae_cli.train.module import VAEModule
 
 
@@ -23,7 +24,8 @@ def eval_examples(module: VAEModule, n: int, split: str = "test", overrides: dic
     cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
     dm = VAEDataModule(cfg)
     dm.setup("test")
-    return dm.splits[split][:n]
+    check_data(module, dm)
+    return dm.examples(split, n)
 
 
 @torch.no_grad()
