@@ -11,7 +11,7 @@ from torch import Tensor
 
 SPLIT_SEED = 0  # the fixed seed of the train/val split
 
-Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W)
+Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W); or ImageFiles (celeba.py)
 
 
 @dataclass(frozen=True)
