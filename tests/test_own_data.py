@@ -331,3 +331,33 @@ def test_split_settings_are_recorded_with_absolute_paths(tmp_path: Path, monkeyp
     saved = pinned.to_dict()
     assert saved["dataset"] == str(tmp_path / "imgs")
     assert (saved["val_fraction"], saved["test_fraction"], saved["split_seed"]) == (0.2, 0.1, 7)
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+@pytest.mark.parametrize("stream", ["no", "yes"])
+def test_folder_trains_evaluates_samples_and_reconstructs(tmp_path: Path, stream: str):
+    from tests.conftest import run_vae
+
+    root = folder(tmp_path / "imgs", n=20)
+    train = run_vae("train", "--dataset", root, "--arch", "resnet", "--hidden-dim", "8", "--latent-dim", "4",
+                    "--likelihood", "gaussian", "--epochs", "1", "--batch-size", "8", "--stream", stream,
+                    "--num-workers", "1", cwd=tmp_path)  # fmt: skip
+    assert train.returncode == 0, train.stderr
+    assert "2 classes" in train.stdout
+    run = tmp_path / "runs" / "default" / "version_0"
+    for cmd in (("eval", "--iw-samples", "2"), ("sample", "--n", "4"), ("reconstruct", "--n", "4")):
+        done = run_vae(*cmd, run, cwd=tmp_path / "runs")  # another working directory: paths were pinned
+        assert done.returncode == 0, done.stderr
+    results = __import__("json").loads((run / "eval.json").read_text())
+    want = sum(expected_split(f.relative_to(root).as_posix()) == "test" for f in root.rglob("*.*"))
+    assert results["n_examples"] == want
+    assert (run / "samples-mean.png").is_file() and (run / "reconstructions-mean.png").is_file()
+
+
+def test_cli_bad_data_is_one_line_and_leaves_no_run(tmp_path: Path, cli):
+    (tmp_path / "empty").mkdir()
+    result = cli("train", "--dataset", tmp_path / "empty", "--epochs", "1")
+    assert result.exit_code == 2
+    assert "holds no images" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

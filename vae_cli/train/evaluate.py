@@ -82,6 +82,8 @@ def protocol(cfg: Config, dm: VAEDataModule) -> str:
     """One sentence on how the evaluated data was put on the likelihood's support."""
     from vae_cli.data.support import EVAL_SEED
 
+    if dm.source is not None and dm.source.streamed and dm.support != "discrete":
+        return f"streamed; each batch binarised/dequantised once with torch seed {EVAL_SEED} + its index"
     if dm.support == "binary":
         if cfg.binarize == "none":
             return "grey levels x/255 scored by a Bernoulli: not a normalised density"
