@@ -187,7 +187,7 @@ def _materialise(
     if skipped:
         say(f"skipped {skipped} image file(s) that could not be decoded (--skip-bad-images)")
     counts = {name: len(x) for name, x in out.items()}
-    splits.check_sizes(counts, "after skipping unreadable images, the data", "")
+    splits.check_sizes(counts, "the data", f"{skipped} unreadable image(s) skipped")
     return out, labels
 
 
