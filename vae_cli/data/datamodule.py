@@ -87,7 +87,8 @@ class VAEDataModule(pl.LightningDataModule):
         if source.streamed and static:
             raise VaeError("--binarize static binarises the training set once, in memory: use "
                            "--binarize dynamic, or --stream no if the data fits")  # fmt: skip
-        self.source, self.labels = source, dict(source.labels)
+        self.source = source
+        self.labels = {name: source.labels.get(name) for name in source.splits}  # None: no labels
         if source.streamed:
             self.splits = dict(source.splits)
             return
