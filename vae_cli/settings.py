@@ -44,8 +44,8 @@ LIKELIHOODS = (
     "bernoulli", "continuous-bernoulli", "gaussian", "gaussian-learned", "gaussian-optimal",
     "gaussian-pixel", "laplace", "laplace-learned", "categorical", "logistic-mixture",
 )  # fmt: skip
-DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "cifar10", "shapes32")
-ARCHITECTURES = ("mlp", "conv")
+DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "cifar10", "shapes32", "celeba")
+ARCHITECTURES = ("mlp", "conv", "resnet")
 OBJECTIVES = ("elbo", "iwae")
 SCHEDULES = ("constant", "iwae")
 STOCHASTIC_LAYERS = (1, 2)
@@ -93,6 +93,23 @@ class Config:
                             choices=BINARIZE)  # fmt: skip
     val_size: int | None = setting(None, "Validation examples (empty: the dataset's own).", DATA, min=1)
     batch_size: int = setting(100, "Examples per batch (per device).", DATA, min=1)
+    # your own data (docs/data.md): --dataset may also be an image folder or a .npy/.npz file
+    image_size: int = setting(0, "Folders: resize the shorter side to N, centre-crop NxN.", DATA, min=4,
+                              special=(0,), hint="0: infer")  # fmt: skip
+    channels: int = setting(0, "Folders: 1 or 3 channels.", DATA, min=1, max=3, special=(0,),
+                            hint="0: infer")  # fmt: skip
+    val_data: str = setting("", "A separate folder/array for the val split (empty: held out).", DATA,
+                            metavar="PATH")  # fmt: skip
+    test_data: str = setting("", "A separate folder/array for the test split (empty: held out).", DATA,
+                             metavar="PATH")  # fmt: skip
+    val_fraction: float = setting(0.1, "Share held out for val, by hashing each path/index.", DATA,
+                                  min=0, max=0.99)  # fmt: skip
+    test_fraction: float = setting(0.1, "Share held out for test, by the same rule.", DATA, min=0, max=0.99)
+    split_seed: int = setting(0, "Seed of the hash split of your own data.", DATA)
+    stream: str = setting("auto", "Folders: stream from disk with decoding workers (auto: by size).", DATA,
+                          choices=("auto", "yes", "no"))  # fmt: skip
+    num_workers: int = setting(2, "Image-decoding worker processes.", DATA, min=0)
+    skip_bad_images: bool = setting(False, "Leave out unreadable image files (and count them).", DATA)
     # model
     arch: str = setting("mlp", "Encoder/decoder network.", MODEL, choices=ARCHITECTURES)
     latent_dim: int = setting(50, "Latent dimensions.", MODEL, min=1)
@@ -133,6 +150,10 @@ class Config:
 
     def validate(self) -> Config:
         check_all(self)
+        if self.channels == 2:
+            raise VaeError("channels must be 1 or 3 (0: infer), got 2")
+        if not self.val_fraction + self.test_fraction < 1:
+            raise VaeError("val_fraction + test_fraction must be < 1: nothing would be left to train on")
         if self.stochastic_layers == 2 and self.arch != "mlp":
             raise VaeError("stochastic_layers 2 is the IWAE paper's MLP: use --arch mlp")
         if self.objective == "iwae" and (self.beta != 1.0 or self.kl_warmup_steps):

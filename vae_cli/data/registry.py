@@ -13,7 +13,7 @@ from vae_cli.errors import unknown
 
 SPLIT_SEED = 0  # the fixed seed of the train/val split
 
-Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W)
+Splits = tuple[Tensor, Tensor]  # (train pool, test), uint8 (N, C, H, W); or ImageFiles (celeba.py)
 
 
 @dataclass(frozen=True)

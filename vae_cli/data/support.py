@@ -8,6 +8,7 @@ import math
 import torch
 from torch import Tensor
 
+from vae_cli.errors import VaeError
 from vae_cli.model.likelihoods import Support
 
 EVAL_SEED = 1234  # the test split's one-time binarisation / dequantisation seed (see fixed_seed)
@@ -15,7 +16,10 @@ FIXED_SEED_OFFSETS = {"test": 0, "val": 1, "train": 2}  # train: only under --bi
 
 
 def to_unit_support(x: Tensor, support: Support, binarize: str, generator=None) -> Tensor:
-    """uint8 0..255 -> what the likelihood scores; random where the protocol says so."""
+    """uint8 0..255 -> what the likelihood scores; random where the protocol says so.
+    Float input is continuous data in [0, 1] (float arrays): see continuous_support."""
+    if x.is_floating_point():
+        return continuous_support(x, support, binarize, generator)
     if support == "binary":
         if binarize == "none":
             return x.float() / 255
@@ -41,6 +45,23 @@ def fixed_transform(x: Tensor, split: str, support: Support, binarize: str) -> T
     return to_unit_support(x, support, binarize, torch.Generator().manual_seed(fixed_seed(split)))
 
 
+def continuous_support(x: Tensor, support: Support, binarize: str, generator=None) -> Tensor:
+    """Floats in [0, 1] have no 8-bit grid: a density on [0, 1] scores them as they are (no
+    dequantisation noise); binary likelihoods draw Bernoulli(x); no pmf over 256 levels."""
+    if support == "binary" and binarize != "none":
+        u = torch.rand(x.shape, generator=generator, device=x.device)
+        return (u < x).float()
+    if support == "discrete":
+        raise VaeError(DISCRETE_ON_FLOATS)
+    return x
+
+
+DISCRETE_ON_FLOATS = (
+    "float data in [0, 1] has no 8-bit grid, so a likelihood over the levels 0..255 cannot score it: "
+    "use a density on [0, 1] (gaussian, laplace, continuous-bernoulli, ...) or pass uint8 data"
+)
+
+
 def to_image(x: Tensor, support: Support) -> Tensor:
     """Model-space values -> [0, 1] for display."""
     if support == "discrete":
@@ -48,6 +69,7 @@ def to_image(x: Tensor, support: Support) -> Tensor:
     return x.clamp(0, 1)
 
 
-def bits_offset(support: Support) -> float:
-    """Bits per dim to add to a density on [0,1] to compare with a pmf over 256 levels."""
-    return math.log2(256) if support == "unit" else 0.0
+def bits_offset(support: Support, continuous: bool = False) -> float:
+    """Bits per dim to add to a density on [0,1] to compare with a pmf over 256 levels; none
+    for continuous (float) data, whose density is reported as it is."""
+    return math.log2(256) if support == "unit" and not continuous else 0.0

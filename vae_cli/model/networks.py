@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from math import prod
 
-from torch import nn
+from torch import Tensor, nn
 
 from vae_cli.errors import VaeError
 
@@ -69,6 +69,49 @@ def conv(shape: Shape, latent: int, hidden: int, params_per_channel: int):
         nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
         nn.ConvTranspose2d(32, params_per_channel * c, 4, 2, 1),
     )  # fmt: skip
+    return encoder, decoder
+
+
+class ResBlock(nn.Module):
+    """x + conv(relu(conv(relu(x)))): a pre-activation residual block (He et al., 2016)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1),
+            nn.ReLU(), nn.Conv2d(width, width, 3, 1, 1),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+def halvings(h: int, w: int) -> int:
+    """Stride-2 stages until a side reaches 4 or turns odd: 64 -> 4 (4x4), 32 -> 3, 28 -> 2 (7x7)."""
+    n = 0
+    while min(h, w) > 4 and h % 2 == 0 and w % 2 == 0:
+        h, w, n = h // 2, w // 2, n + 1
+    return n
+
+
+@register("resnet")
+def resnet(shape: Shape, latent: int, hidden: int, params_per_channel: int):
+    """One residual block and one stride-2 convolution per factor 2 of resolution, `hidden`
+    channels throughout (--hidden-dim is the width), a linear map to and from the latent."""
+    c, h, w = shape
+    n = halvings(h, w)
+    if n == 0:
+        raise VaeError(f"arch resnet needs an even height and width above 4, got {h}x{w}; use --arch mlp")
+    feat = (hidden, h >> n, w >> n)
+    down: list[nn.Module] = [nn.Conv2d(c, hidden, 3, 1, 1)]
+    up: list[nn.Module] = [nn.Linear(latent, prod(feat)), nn.Unflatten(1, feat)]
+    for _ in range(n):
+        down += [ResBlock(hidden), nn.Conv2d(hidden, hidden, 4, 2, 1)]
+        up += [ResBlock(hidden), nn.ConvTranspose2d(hidden, hidden, 4, 2, 1)]
+    encoder = nn.Sequential(*down, nn.ReLU(), nn.Flatten(), nn.Linear(prod(feat), 2 * latent))
+    decoder = nn.Sequential(
+        *up, ResBlock(hidden), nn.ReLU(), nn.Conv2d(hidden, params_per_channel * c, 3, 1, 1)
+    )
     return encoder, decoder
 
 

@@ -91,6 +91,11 @@ def protocol(cfg: Config, dm: VAEDataModule) -> str:
     from vae_cli.data.support import fixed_seed
 
     split = dm.eval_split
+    if dm.source is not None and dm.source.streamed and dm.support != "discrete":
+        seed = fixed_seed("test")
+        return f"streamed; each batch binarised/dequantised once with torch seed {seed} + its index"
+    if dm.support == "unit" and dm.continuous:
+        return "continuous floats in [0, 1], no dequantisation; bits/dim of the density on [0, 1]"
     draw = (
         f"u = torch.rand((N, C, H, W), generator=torch.Generator().manual_seed({fixed_seed(split)})) "
         f"over the {split} split's N uint8 images k in loader order (seed {fixed_seed('test')} for "

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from vae_cli import report, runs
 from vae_cli.data.datamodule import VAEDataModule
+from vae_cli.data.sources import pinned
 from vae_cli.settings import Config, RunSettings, record
 from vae_cli.train import lightning_private
 from vae_cli.train.checkpointing import (
@@ -84,13 +85,14 @@ def fit(
     run = run or RunSettings()
     console = console or Console(soft_wrap=True)
     check_devices(run)
+    cfg = pinned(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = VAEDataModule(cfg)
+    datamodule = VAEDataModule(cfg, say=lambda line: console.print(f"data: {line}", markup=False))
     datamodule.setup("fit")  # fail on missing data before any file is written
     if not datamodule.normalised:
         console.print("[yellow]warning:[/] bernoulli on non-binary data (--binarize none): "
                       "log p(x|z) is then not a normalised density")  # fmt: skip
-    module = VAEModule(cfg.to_dict())
+    module = VAEModule(cfg.to_dict(), data=datamodule.info())
     if smoke:
         trainer = make_trainer(run, fast_dev_run=True, logger=False, enable_checkpointing=False,
                                enable_progress_bar=False, callbacks=[RankSeed(cfg.seed)])  # fmt: skip

@@ -45,6 +45,7 @@ def datamodule_for(
     cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
     datamodule = VAEDataModule(cfg, eval_split=split)
     datamodule.setup("test")
+    check_data(module, datamodule)
     return cfg, datamodule
 
 
@@ -65,7 +66,7 @@ def load_module(ckpt: Path) -> VAEModule:
 
 def check_compatible(trained: Any, requested: dict[str, Any]) -> None:
     """A checkpoint's decoder is tied to its likelihood and its data shape; say so, don't crash."""
-    from vae_cli.data.registry import lookup
+    from vae_cli.data.registry import DATASETS, lookup
 
     likelihood = requested.get("likelihood")
     if likelihood is not None and likelihood != trained.likelihood:
@@ -74,13 +75,25 @@ def check_compatible(trained: Any, requested: dict[str, Any]) -> None:
             f"drop --likelihood, or evaluate a run trained with {likelihood}"
         )
     dataset = requested.get("dataset")
-    if dataset is not None and dataset != trained.dataset:
+    if dataset is not None and dataset != trained.dataset and {dataset, trained.dataset} <= set(DATASETS):
+        # user data (a path) has no registered shape: check_data compares it once it is read
         have, want = lookup(trained.dataset).shape, lookup(dataset).shape
         if have != want:
             raise VaeError(
                 f"the checkpoint models {_shape(have)} images ({trained.dataset}) but {dataset} has "
                 f"{_shape(want)}: pass a dataset of the same shape"
             )
+
+
+def check_data(module: VAEModule, datamodule: Any) -> None:
+    """The data read now has the shape (and kind) the checkpoint's model was trained on."""
+    if tuple(datamodule.shape) != tuple(module.shape) or datamodule.continuous != module.continuous:
+        kind = lambda c: "float" if c else "8-bit"  # noqa: E731
+        raise VaeError(
+            f"the checkpoint models {kind(module.continuous)} {_shape(module.shape)} images but "
+            f"{datamodule.cfg.dataset} now gives {kind(datamodule.continuous)} {_shape(datamodule.shape)}: "
+            f"pass the run's data (or --image-size/--channels as at training)"
+        )
 
 
 def _shape(shape: tuple[int, ...]) -> str:

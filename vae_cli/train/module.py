@@ -27,15 +27,19 @@ GUARD_KEY = "vae_cli_nonfinite_guard"
 
 
 class VAEModule(pl.LightningModule):
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], data: dict[str, Any] | None = None) -> None:
+        """`data`: the datamodule's info() (shape, continuous), needed for user data whose
+        shape is read from the files; a registered dataset's shape is its registered one."""
         super().__init__()
         self.automatic_optimization = False  # several steps per training_step: see there
         self.save_hyperparameters()  # the resolved config travels inside every checkpoint
         self.cfg: Config = from_dict(config)
-        self.shape = lookup(self.cfg.dataset).shape
+        data = data or {"shape": lookup(self.cfg.dataset).shape, "continuous": False}
+        self.shape = tuple(data["shape"])
+        self.continuous = bool(data["continuous"])
         self.dims = math.prod(self.shape)
         self.vae = build_model(self.cfg, self.shape)
-        self.bits_offset = bits_offset(self.vae.likelihood.support)
+        self.bits_offset = bits_offset(self.vae.likelihood.support, self.continuous)
         self.objective = OBJECTIVES[self.cfg.objective]
         self.guard = guards.NonFiniteGuard(self.cfg.nonfinite, self.cfg.skip_grad_norm)
         self.step_loss = torch.zeros(())  # the loss of the step being taken, for the guard

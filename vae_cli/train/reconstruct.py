@@ -19,7 +19,7 @@ def eval_examples(module: VAEModule, n: int, split: str = "test", overrides: dic
     if split not in ("test", "val"):
         raise VaeError(f'unknown split "{split}": choose test or val')
     _, dm = datamodule_for(module, overrides)
-    return dm.splits[split][:n]
+    return dm.examples(split, n)
 
 
 @torch.no_grad()
