@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from vae_cli import config as config_mod
 from vae_cli import report, runs
-from vae_cli.errors import VaeError, translate
+from vae_cli.errors import Interrupted, VaeError, one_line, translate, unexpected
 
 app = typer.Typer(
     add_completion=False,
@@ -26,31 +27,78 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, evaluate and sample variational autoencoders with exact likelihoods.",
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: paths and names a user gave (with `[` `]` in them) are printed as they are,
+# never read as rich markup.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def styled(label: str, style: str, text: str) -> Text:
+    return Text.assemble((label, style), " ", text)
+
+
 def friendly(fn: F) -> F:
-    """VaeError -> one line on stderr and exit code 2; --debug shows the traceback instead."""
+    """Every error -> one line on stderr and exit code 2 (--debug shows the traceback instead);
+    SIGTERM/SIGINT -> what was kept, and exit 128 + the signal number."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx")  # every command takes ctx: typer.Context for this
         debug = bool(ctx is not None and ctx.obj and ctx.obj.get("debug"))
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        from vae_cli.train.checkpointing import RunInterrupted
+
         try:
-            return fn(*args, **kwargs)
+            with stop_on_signals():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except RunInterrupted as e:
+            where = e.checkpoint.parent.parent if e.checkpoint else None
+            saved = (
+                f"saved {e.checkpoint}; continue with `vae train --resume {where}`"
+                if where
+                else "nothing saved"
+            )
+            err.print(f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}")
+            raise typer.Exit(128 + e.signum) from None
+        except (Interrupted, SIGTERMException) as e:
+            signum = getattr(e, "signum", signal.SIGTERM)
+            err.print(f"interrupted by {signal.Signals(signum).name}: stopped before writing its "
+                      "results; files already there were left as they were")  # fmt: skip
+            raise typer.Exit(128 + signum) from None
         except Exception as e:
-            known = translate(e)
-            if debug or known is None:
+            if debug:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(known))}", highlight=False)
+            known = translate(e) or unexpected(e)
+            err.print(styled("error:", "bold red", one_line(str(known))), highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise Interrupted wherever the command is (training replaces these
+    handlers with its own, which save a checkpoint first): exit 143/130, never 0 or 1."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave them
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def quiet_lightning() -> None:
@@ -91,6 +139,11 @@ PRECISION = typer.Option(None, help="32-true, 16-mixed, bf16-mixed [default: 32-
 def trainer_overrides(**flags: Any) -> dict[str, Any]:
     """The trainer flags that were given, as Config overrides."""
     return {k: v for k, v in flags.items() if v is not None}
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise VaeError(f"--seed must be in 0..{2**32 - 1} (what numpy and Lightning accept), got {seed}")
 
 
 def fmt(x: float) -> str:
@@ -143,7 +196,6 @@ def train(
     overrides = {
         k: v for k, v in locals().items() if k not in ("ctx", "experiment", "config_file", "smoke", "resume")
     }
-    from vae_cli.train.checkpointing import RunInterrupted
     from vae_cli.train.fit import fit
 
     run_dir = None
@@ -151,19 +203,7 @@ def train(
         cfg, run_dir = resume_config(resume, experiment, config_file, smoke, overrides)
     else:
         cfg = config_mod.resolve(experiment, config_file, overrides)
-    try:
-        fit(cfg, smoke=smoke, console=out, resume=run_dir)
-    except RunInterrupted as e:
-        where = e.checkpoint.parent.parent if e.checkpoint else None
-        saved = (
-            f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
-        )
-        err.print(
-            f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(128 + e.signum) from None
+    fit(cfg, smoke=smoke, console=out, resume=run_dir)
 
 
 # What may change when resuming: how long to train and on what hardware, not what is trained.
@@ -192,6 +232,7 @@ def resume_config(
     cfg = config_mod.from_dict(saved, str(run_dir / runs.CONFIG))
     changes = {k: overrides[k] for k in RESUME_MAY_CHANGE if overrides.get(k) is not None}
     # The run lives where it is, whatever the working directory was when it started.
+    # A run is its directory: runs_dir only places new runs, and a resumed one stays in run_dir.
     cfg = dataclasses.replace(cfg, **changes, runs_dir=str(run_dir.parent.parent)).validate()
     return cfg, run_dir
 
@@ -230,6 +271,7 @@ def evaluate(
         raise VaeError(f'unknown split "{split}": choose test or val')
     if iw_samples < 0 or chunk < 1:
         raise VaeError("--iw-samples must be >= 0 and --chunk >= 1")
+    check_seed(seed)
     from vae_cli.train.evaluate import evaluate_checkpoint
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
@@ -244,7 +286,7 @@ def evaluate(
                                        num_nodes=num_nodes, precision=precision))  # fmt: skip
     config_mod.from_dict(overrides, "command-line flags").validate()  # unknown names: "did you mean"
     runs.ensure_writable(run_dir, "the run directory (eval.json goes there)")
-    results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides)
+    results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides, run_dir)
     if results is None:  # a DDP worker (rank > 0): rank 0 reports and writes
         return
     rows = [("examples", str(results["n_examples"]))]
@@ -270,11 +312,18 @@ def evaluate(
     out.print(f"checkpoint: {ckpt}", highlight=False)
     out.print(f"data: {results['data_protocol']}; z samples: torch seed {seed}", highlight=False)
     if not results.get("normalised", True):
-        err.print("[yellow]warning:[/] Bernoulli on non-binary data (--binarize none): these "
-                  "numbers are not log-likelihoods of a normalised density")  # fmt: skip
-    path = run_dir / ("eval.json" if split == "test" else f"eval-{split}.json")
-    runs.write_atomic(path, json.dumps(results, indent=2) + "\n")
-    out.print(f"wrote {path}")
+        err.print(styled("warning:", "yellow", "Bernoulli on non-binary data (--binarize none): these "
+                         "numbers are not log-likelihoods of a normalised density"))  # fmt: skip
+    text = json.dumps(results, indent=2) + "\n"
+    # One file per setting (never replaced by another K, seed, split, dataset or checkpoint),
+    # plus eval.json / eval-val.json: the latest, as before. Both written only now, atomically.
+    which = f"{split}-{ckpt.stem}-k{iw_samples}-seed{seed}" + (f"-{dataset}" if dataset else "")
+    for path in (
+        run_dir / f"eval-{which}.json",
+        run_dir / ("eval.json" if split == "test" else f"eval-{split}.json"),
+    ):
+        runs.write_atomic(path, text)
+        out.print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------- sample
@@ -288,7 +337,7 @@ def sample(
     temperature: float = typer.Option(1.0, help="Scale of the prior draw z ~ N(0, T^2 I)."),
     seed: int = typer.Option(0, help="Seed of the z (and x) draws."),
     out_file: Path = typer.Option(
-        None, "--out", help="PNG path [default: RUN/samples-{mean,stochastic}.png]."
+        None, "--out", help="Image path [default: a new RUN/samples-{mean,stochastic}-seedS-TT-nN.png]."
     ),
     runs_dir: Path = RUNS_DIR,
     accelerator: str = ACCELERATOR,
@@ -304,13 +353,16 @@ def sample(
     """
     if n < 1:
         raise VaeError(f"--n must be >= 1, got {n}")
-    if temperature <= 0:
-        raise VaeError(f"--temperature must be > 0, got {temperature}")
+    if not 0 < temperature < float("inf"):
+        raise VaeError(f"--temperature must be a finite number > 0, got {temperature}")
+    check_seed(seed)
+    if out_file is not None:
+        report.check_image_path(out_file)
     from vae_cli.train.load import load_module
     from vae_cli.train.sample import sample_on_device
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
-    module = load_module(ckpt)
+    module = load_module(ckpt, run_dir)
     flags = trainer_overrides(accelerator=accelerator, devices=devices, strategy=strategy,
                               num_nodes=num_nodes, precision=precision)  # fmt: skip
     spread = {"devices": 1, "num_nodes": 1, "strategy": "auto"}
@@ -320,7 +372,9 @@ def sample(
     images = sample_on_device(module, n, stochastic, temperature, seed, flags)
     if images is None:  # not global rank 0 of a multi-process launch
         return
-    path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
+    # The run's own samples-*.png (from training) are never replaced: a new name per setting.
+    kind_name = "stochastic" if stochastic else "mean"
+    path = out_file or runs.free_name(run_dir / f"samples-{kind_name}-seed{seed}-T{temperature:g}-n{n}.png")
     runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
@@ -348,13 +402,17 @@ def reconstruct(
     """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
     if n < 1:
         raise VaeError(f"--n must be >= 1, got {n}")
+    check_seed(seed)
+    if out_file is not None:
+        report.check_image_path(out_file)
     from vae_cli.train.load import load_module
     from vae_cli.train.reconstruct import default_path, eval_examples, reconstruct_images
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
-    module = load_module(ckpt)
+    module = load_module(ckpt, run_dir)
     x = eval_examples(module, n, split, {"data_dir": data_dir} if data_dir else None)
-    path = out_file or default_path(run_dir, stochastic)
+    path = out_file or runs.free_name(default_path(run_dir, stochastic))
+    runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
     kind = "x' ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(

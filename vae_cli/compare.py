@@ -98,8 +98,10 @@ def evaluate_run(
     from vae_cli.train.load import load_module
 
     ckpt = runs.checkpoint_in(run_dir)
-    res = evaluate_checkpoint(ckpt, "test", iw_samples, chunk=min(iw_samples, 100) or 1, overrides=overrides)
-    module = load_module(ckpt)
+    res = evaluate_checkpoint(
+        ckpt, "test", iw_samples, chunk=min(iw_samples, 100) or 1, overrides=overrides, run_dir=run_dir
+    )
+    module = load_module(ckpt, run_dir)
     cfg = dataclasses.replace(module.cfg, **(overrides or {})).validate()
     dm = VAEDataModule(cfg)
     dm.setup("test")

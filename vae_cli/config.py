@@ -10,14 +10,14 @@ flag, and a YAML file is one level deep.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vae_cli.errors import VaeError, did_you_mean, unknown
+from vae_cli import runs, safeyaml
+from vae_cli.errors import VaeError, did_you_mean, one_line, unknown
 
 PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 STRATEGIES = (
@@ -96,7 +96,12 @@ class Config:
         for name in ("batch_size", "latent_dim", "hidden_dim", "num_nodes", "log_every_n_steps",
                      "mixture_components", "steps_per_call"):  # fmt: skip
             _at_least(name, getattr(self, name), 1)
-        _at_least("epochs", self.epochs, 0)
+        _at_least("epochs", self.epochs, 1)
+        runs.check_name("experiment", self.experiment)
+        if not 0 <= self.seed < 2**32:
+            raise VaeError(
+                f"seed must be in 0..{2**32 - 1} (what numpy and Lightning accept), got {self.seed}"
+            )
         if self.devices == 0 or self.devices < -1:
             raise VaeError(f"devices must be a positive count or -1 (all), got {self.devices}")
         if self.max_steps != -1:
@@ -139,6 +144,8 @@ class Config:
 
 
 FIELDS = {f.name: f for f in fields(Config)}
+# Integers beyond this are no count, size or seed anyone means, and overflow torch's int64.
+MAX_INT = 2**31 - 1
 
 
 def _choice(name: str, value: str, choices: Any) -> None:
@@ -153,6 +160,8 @@ def _at_least(name: str, value: int, low: int) -> None:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Check one value against the field's declared type; YAML gives ints for floats etc."""
+    if not isinstance(key, str):
+        raise VaeError(f"a key in {source} is not a name: {type(key).__name__} {one_line(repr(key), 40)}")
     if key not in FIELDS:
         raise VaeError(
             f'unknown key "{key}" in {source}{did_you_mean(key, FIELDS)}; valid keys: {", ".join(FIELDS)}'
@@ -168,21 +177,19 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)  # precision: 32 -> "32"
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise VaeError(f'"{key}" in {source} must be {kind.__name__}, got {type(value).__name__} {value!r}')
+        shown = one_line(repr(value), 80)
+        raise VaeError(f'"{key}" in {source} must be {kind.__name__}, got {type(value).__name__} {shown}')
+    if kind is float and not math.isfinite(value):
+        raise VaeError(f'"{key}" in {source} must be a finite number, got {value}')
+    if kind is int and abs(value) > MAX_INT:
+        raise VaeError(f'"{key}" in {source} is too large: {one_line(str(value), 40)} (at most {MAX_INT})')
+    if kind is str and ("\0" in value or len(value) > 4096):
+        raise VaeError(f'"{key}" in {source} must be a short text without NUL characters')
     return value
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise VaeError(f"config file {path} does not exist") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise VaeError(f"{path} is not valid YAML{at}: fix the syntax and retry") from None
+    data = safeyaml.load(Path(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -220,9 +227,22 @@ class Experiments:
             )
         defaults = data.get("defaults") or {}
         named = data.get("experiments") or {}
+        if not isinstance(defaults, dict):
+            raise VaeError(
+                f"{path}: 'defaults' must be a mapping of key: value, got {type(defaults).__name__}"
+            )
+        if not isinstance(named, dict):
+            raise VaeError(
+                f"{path}: 'experiments' must be a mapping of name: {{key: value}}, got {type(named).__name__}"
+            )
         for key, value in defaults.items():
             _coerce(key, value, f"{path} defaults")
         for name, body in named.items():
+            runs.check_name(f"experiment name in {path}:", name)
+            if body is not None and not isinstance(body, dict):
+                raise VaeError(
+                    f"{path}: experiment '{name}' must be a mapping of key: value, got {type(body).__name__}"
+                )
             for key, value in (body or {}).items():
                 _coerce(key, value, f"{path} experiment '{name}'")
         return cls(defaults=defaults, named={k: v or {} for k, v in named.items()})

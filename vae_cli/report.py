@@ -10,12 +10,40 @@ from rich.table import Table
 from torch import Tensor
 from torchvision.utils import save_image
 
+from vae_cli import runs
+from vae_cli.errors import VaeError
+
 
 def save_grid(images: Tensor, path: Path, nrow: int | None = None) -> Path:
-    """images in [0, 1], (N, C, H, W) -> one PNG; 2-pixel white padding between cells."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """images in [0, 1], (N, C, H, W) -> one PNG; 2-pixel white padding between cells.
+    Written atomically (a killed command leaves no half image)."""
+    path = check_image_path(path)
     nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
-    save_image(images.detach().cpu().float(), path, nrow=nrow, padding=2, pad_value=1.0)
+    with runs.atomic_file(path, "wb") as f:
+        save_image(images.detach().cpu().float(), f, format=image_format(path), nrow=nrow, padding=2,
+                   pad_value=1.0)  # fmt: skip
+    return path
+
+
+def image_format(path: Path) -> str:
+    from PIL import Image
+
+    return Image.registered_extensions()[path.suffix.lower()]
+
+
+def check_image_path(path: Path) -> Path:
+    """An image file name whose extension PIL can write, and not a folder."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise VaeError(f"--out {path} is a folder: pass a file name such as {path / 'samples.png'}")
+    writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if path.suffix.lower() not in writable:
+        raise VaeError(
+            f"--out {path}: {'no' if not path.suffix else 'unknown'} image extension "
+            f"{path.suffix!r}; end the name with .png (or .jpg, .bmp, .tif, .webp)"
+        )
     return path
 
 
@@ -47,7 +75,8 @@ def plot_elbo_curves(metrics_csv: Path, out: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out)
+    with runs.atomic_file(out, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
     return out
 

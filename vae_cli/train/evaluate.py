@@ -25,6 +25,7 @@ def evaluate_checkpoint(
     chunk: int = 100,
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
+    run_dir: Path | None = None,
 ) -> dict[str, Any] | None:
     """Score a checkpoint on a split; the results on global rank 0, None on the other ranks.
 
@@ -33,7 +34,7 @@ def evaluate_checkpoint(
     `overrides` (accelerator, devices, strategy, num_nodes, precision) or EVAL_TRAINER,
     never from the run: a run trained on 8 GPUs can be scored on a laptop.
     """
-    module = load_module(ckpt)
+    module = load_module(ckpt, run_dir)
     check_compatible(module.cfg, overrides or {})
     cfg = dataclasses.replace(module.cfg, **{**EVAL_TRAINER, **(overrides or {})}).validate()
     datamodule = VAEDataModule(cfg)

@@ -6,14 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from vae_cli.errors import VaeError
+from vae_cli.train.checkpointing import check_same_model, read_checkpoint
 from vae_cli.train.module import VAEModule
 
 
-def load_module(ckpt: Path) -> VAEModule:
-    if not Path(ckpt).is_file():
-        raise VaeError(f"checkpoint {ckpt} does not exist: pass a run directory or a .ckpt file")
+def load_module(ckpt: Path, run_dir: Path | None = None) -> VAEModule:
+    """The module of a checkpoint, built from its saved config and weights. Never through
+    pickle (read_checkpoint: weights_only=True), so a checkpoint cannot run code; if the
+    checkpoint sits in a run directory, it must match the run's config.yaml."""
+    checkpoint = read_checkpoint(Path(ckpt))
+    if run_dir is not None:
+        check_same_model(checkpoint, Path(run_dir), Path(ckpt))
     try:
-        module = VAEModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+        module = VAEModule(checkpoint["hyper_parameters"]["config"])
+        module.load_state_dict(checkpoint["state_dict"])
+        module.on_load_checkpoint(checkpoint)
     except VaeError:
         raise
     except Exception as e:
