@@ -35,7 +35,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 from vae_cli import runs
-from vae_cli.errors import VaeError
+from vae_cli.errors import Interrupted, VaeError
 
 LAST = "last.ckpt"
 
@@ -152,7 +152,7 @@ class GracefulStop(Callback):
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            raise Interrupted(signum)  # a second Ctrl-C: stop now (exit 130)
         self.received = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
