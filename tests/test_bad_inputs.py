@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT
-from test_reliability import one_line_error, snapshot, vae
+from test_reliability import one_line_error, snapshot, trained, vae  # noqa: F401  (trained: a fixture)
 
 from vae_cli import config as config_mod
 from vae_cli.cli import app
@@ -91,7 +91,7 @@ def test_bad_config_value_as_flag(flag: str, value: str, tmp_path: Path):
      "sample {run} --out {run}", "sample {run} --out {run}/noext", "sample {run} --out {run}/x.xyz",
      "reconstruct {run} --out {run}/x.pdfx"],
 )  # fmt: skip
-def test_bad_command_flags(args: str, trained: Path):
+def test_bad_command_flags(args: str, trained: Path):  # noqa: F811
     before = snapshot(trained)
     one_line_error(vae(*args.format(run=trained).split()))
     assert snapshot(trained) == before
@@ -205,7 +205,7 @@ def test_runtime_failures_are_one_line(exc: BaseException, expected: str, tmp_pa
         raise result.exception  # type: ignore[misc]
 
 
-def test_real_cpu_out_of_memory_is_translated(trained: Path):
+def test_real_cpu_out_of_memory_is_translated(trained: Path):  # noqa: F811
     """An allocation far beyond this machine's memory (K*chunk*batch*latent floats)."""
     line = one_line_error(vae("eval", trained, "-k", 100000000, "--chunk", 100000000))
     assert "out of memory" in line
