@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT
 from test_reliability import one_line_error, snapshot, trained, vae  # noqa: F401  (trained: a fixture)
 
 from vae_cli import config as config_mod
