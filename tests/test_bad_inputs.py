@@ -86,6 +86,9 @@ def test_bad_config_value_as_flag(flag: str, value: str, tmp_path: Path):
     "args",
     ["sample {run} --temperature nan", "sample {run} --temperature inf", "sample {run} --temperature -1",
      "sample {run} --seed -1", "sample {run} --seed 99999999999999", "sample {run} --n 0",
+     "sample {run} --n 3000000000", "sample {run} --n 100000000000000000000",
+     "reconstruct {run} --n 100000000000000000000", "eval {run} -k 100000000000000000000",
+     "eval {run} --chunk 100000000000000000000",
      "eval {run} --seed -1", "eval {run} -k -1", "reconstruct {run} --n 0", "reconstruct {run} --seed -5",
      "sample {run} --out {run}", "sample {run} --out {run}/noext", "sample {run} --out {run}/x.xyz",
      "reconstruct {run} --out {run}/x.pdfx"],
@@ -184,6 +187,8 @@ def test_refused_training_settings(args: str, expected: str, tmp_path: Path, mon
      (MemoryError(), "out of memory"),
      (OverflowError("Python int too large to convert to C long"), "too large for torch"),
      (RuntimeError("value cannot be converted to type int64_t without overflow"), "too large for torch"),
+     (TypeError("randn(): argument 'size' failed to unpack the object at pos 1 with error \"Overflow when "
+                "unpacking long long"), "too large for torch"),
      (OSError(28, "No space left on device", "runs/x/metrics.csv"), "runs/x/metrics.csv (No space left"),
      (OSError(30, "Read-only file system", "/ro/x"), "Read-only file system"),
      (PermissionError(13, "Permission denied", "/root/x"), "Permission denied"),
@@ -204,9 +209,14 @@ def test_runtime_failures_are_one_line(exc: BaseException, expected: str, tmp_pa
         raise result.exception  # type: ignore[misc]
 
 
-def test_real_cpu_out_of_memory_is_translated(trained: Path):  # noqa: F811
-    """An allocation far beyond this machine's memory (K*chunk*batch*latent floats)."""
-    line = one_line_error(vae("eval", trained, "-k", 100000000, "--chunk", 100000000))
+@pytest.mark.parametrize("flag", ["--latent-dim", "--hidden-dim"])
+def test_real_cpu_out_of_memory_is_translated(flag: str, tmp_path: Path):
+    """A first layer far beyond any machine's memory (10^8 x 128 or 64 x 2*10^9 floats:
+    100 GB or 512 GB), which the allocator refuses at once."""
+    size = 10**8 if flag == "--latent-dim" else 2 * 10**9
+    line = one_line_error(
+        vae("train", "-e", "quickstart", flag, size, "--runs-dir", tmp_path / "r", "--smoke")
+    )
     assert "out of memory" in line
 
 

@@ -141,6 +141,16 @@ def trainer_overrides(**flags: Any) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
+# Bounds far above any use, below what would exhaust memory or run for days.
+MAX_IW = 10**6
+MAX_IMAGES = 10_000
+
+
+def check_n(n: int) -> None:
+    if not 1 <= n <= MAX_IMAGES:
+        raise VaeError(f"--n must be in 1..{MAX_IMAGES} (images in one grid), got {n}")
+
+
 def check_seed(seed: int) -> None:
     if not 0 <= seed < 2**32:
         raise VaeError(f"--seed must be in 0..{2**32 - 1} (what numpy and Lightning accept), got {seed}")
@@ -271,6 +281,8 @@ def evaluate(
         raise VaeError(f'unknown split "{split}": choose test or val')
     if iw_samples < 0 or chunk < 1:
         raise VaeError("--iw-samples must be >= 0 and --chunk >= 1")
+    if iw_samples > MAX_IW or chunk > MAX_IW:
+        raise VaeError(f"--iw-samples and --chunk must be <= {MAX_IW} (the IWAE paper uses 5000)")
     check_seed(seed)
     from vae_cli.train.evaluate import evaluate_checkpoint
 
@@ -351,8 +363,7 @@ def sample(
     One decoder pass: it runs in one process on one device of --accelerator under
     --precision; launched as several processes (torchrun, srun), only rank 0 writes.
     """
-    if n < 1:
-        raise VaeError(f"--n must be >= 1, got {n}")
+    check_n(n)
     if not 0 < temperature < float("inf"):
         raise VaeError(f"--temperature must be a finite number > 0, got {temperature}")
     check_seed(seed)
@@ -400,8 +411,7 @@ def reconstruct(
     runs_dir: Path = RUNS_DIR,
 ) -> None:
     """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
-    if n < 1:
-        raise VaeError(f"--n must be >= 1, got {n}")
+    check_n(n)
     check_seed(seed)
     if out_file is not None:
         report.check_image_path(out_file)

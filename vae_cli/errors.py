@@ -41,7 +41,8 @@ def translate(exc: BaseException) -> VaeError | None:
             "--chunk, -k or --batch-size)"
         )
     if isinstance(exc, OverflowError) or (
-        isinstance(exc, RuntimeError) and "cannot be converted to type" in str(exc)
+        isinstance(exc, RuntimeError | TypeError)
+        and ("cannot be converted to type" in str(exc) or "Overflow when unpacking" in str(exc))
     ):
         return VaeError(f"a number is too large for torch ({one_line(str(exc), 120)}): use a smaller value")
     if isinstance(exc, OSError) and exc.errno is not None:
