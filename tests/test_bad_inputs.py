@@ -121,7 +121,7 @@ def alias_bomb() -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize("case", [*YAML_CASES, "alias-bomb", "not-utf8", "folder", "huge"])
+@pytest.mark.parametrize("case", [*YAML_CASES, "alias-bomb", "not-utf8", "folder", "huge", "device"])
 def test_bad_yaml_file(case: str, tmp_path: Path):
     path = tmp_path / "c.yaml"
     if case == "alias-bomb":
@@ -133,6 +133,9 @@ def test_bad_yaml_file(case: str, tmp_path: Path):
     elif case == "folder":
         path.mkdir()
         expected = "is a folder"
+    elif case == "device":
+        path = Path("/dev/zero")  # reading it would never end
+        expected = "is not a regular file"
     elif case == "huge":
         path.write_text("description: " + "x" * (2 << 20) + "\n")
         expected = "too large for a config file"

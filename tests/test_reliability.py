@@ -295,3 +295,9 @@ def test_a_malicious_checkpoint_never_runs(command: str, evil_run: tuple[Path, P
     line = one_line_error(vae(*command.format(run=run).split()))
     assert "is not a readable vae-cli checkpoint (UnpicklingError)" in line
     assert not marker.exists()
+
+
+def test_contradictory_torch_load_variables_are_one_line(trained: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    assert "are set, and torch refuses to load: unset one" in one_line_error(vae("sample", trained))

@@ -52,6 +52,8 @@ def load(path: Path) -> Any:
     try:
         if path.is_dir():
             raise VaeError(f"config file {path} is a folder: pass a YAML file")
+        if path.exists() and not path.is_file():  # /dev/zero, a pipe: reading could never end
+            raise VaeError(f"config file {path} is not a regular file: pass a YAML file")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise VaeError(f"{path} is {size} bytes, too large for a config file (at most {MAX_BYTES})")

@@ -22,6 +22,7 @@ iterable protocol), optimiser and loop state by Lightning itself.
 from __future__ import annotations
 
 import csv
+import os
 import random
 import signal
 from pathlib import Path
@@ -237,6 +238,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return read_checkpoint(Path(path))
 
 
+FORCE_ENV = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint as plain tensors and containers: torch.load(weights_only=True), which an
     explicit argument keeps safe also under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (torch >= 2.6
@@ -244,6 +248,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise VaeError(f"checkpoint {path} does not exist: pass a run directory or a .ckpt file")
+    if all(os.environ.get(v, "0").lower() in ("1", "y", "yes", "true") for v in FORCE_ENV):
+        raise VaeError(f"both {' and '.join(FORCE_ENV)} are set, and torch refuses to load: unset one")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -49,7 +49,7 @@ def new_run_dir(cfg: Config) -> Path:
     """A fresh runs/<experiment>/version_<n> (claimed atomically by the launching process;
     DDP workers get rank 0's from the environment)."""
     env = os.environ.get(RUN_DIR_ENV)
-    if env:
+    if env and not runs.is_launcher_process():  # only workers follow it, never a new command
         return Path(env)
     experiment_dir = Path(cfg.runs_dir) / runs.check_name("experiment", cfg.experiment)
     if runs.is_launcher_process():
