@@ -67,10 +67,11 @@ def test_sample_mean_vs_stochastic_for_bernoulli(trained: Path):
     mean = run_vae("sample", "--n", "64", "--out", "mean.png", cwd=trained)
     stoch = run_vae("sample", "--n", "64", "--stochastic", cwd=trained)  # default path in the run dir
     assert mean.returncode == 0 and stoch.returncode == 0, mean.stderr + stoch.stderr
-    assert "samples-stochastic.png" in stoch.stdout and "x ~ p(x|z)" in stoch.stdout
+    # a new file: training's own samples-stochastic.png (other weights) is never replaced
+    assert "samples-stochastic-seed0-T1-n64.png" in stoch.stdout and "x ~ p(x|z)" in stoch.stdout
     assert "E[x|z]" in mean.stdout
     side = 8 * (8 + 2) + 2  # 8x8 grid of 8x8 digits with 2-pixel padding
-    m, s = read_png(trained / "mean.png"), read_png(run_dir(trained) / "samples-stochastic.png")
+    m, s = read_png(trained / "mean.png"), read_png(run_dir(trained) / "samples-stochastic-seed0-T1-n64.png")
     assert m.shape == s.shape == (side, side)
     s_cells, m_cells = cells(s), cells(m)
     assert set(np.unique(s_cells)) <= {0.0, 1.0}, "x ~ Bernoulli: every pixel exactly 0 or 1"

@@ -77,4 +77,4 @@ def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
     noisy = torch.tensor(list(Image.open(Path(run_dir) / "reconstructions-stochastic.png").getdata()))
     assert not torch.equal(mean, noisy)
     bad = cli("reconstruct", run_dir, "--n", "0")
-    assert bad.exit_code == 2 and "--n must be >= 1" in bad.output
+    assert bad.exit_code == 2 and "--n must be in 1..10000" in bad.output

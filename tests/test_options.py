@@ -54,7 +54,7 @@ def test_help_shows_defaults_choices_and_brackets_unmangled():
         if "--compile" in line or "--smoke" in line:
             assert "<bool>" not in line, line
     sample = " ".join(help_text("sample").split())
-    assert "E[x|z]" in sample and "[default: (RUN/samples-{mean,stochastic}.png)]" in sample
+    assert "E[x|z]" in sample and "[default: (a new RUN/samples-{mean,stochastic}-seedS-TT-nN.png)]" in sample
     eval_ = " ".join(help_text("eval").split())
     assert "[default: (the run's)]" in eval_ and "[default: (the latest run)]" in eval_
 

@@ -52,7 +52,7 @@ def test_no_float_setting_accepts_nan_or_inf(name: str, bad: float):
         ("beta", 0.0, -0.5, "beta must be >= 0, got -0.5"),
         ("devices", -1, 0, "devices must be >= 1 (-1: all), got 0"),
         ("max_steps", -1, 0, "max_steps must be >= 1 (-1: no limit), got 0"),
-        ("epochs", 0, -1, "epochs must be >= 0, got -1"),
+        ("epochs", 1, 0, "epochs must be >= 1, got 0"),
         ("val_size", None, 0, "val_size must be >= 1, got 0"),
         ("stochastic_layers", 2, 3, 'unknown stochastic_layers "3"; choose one of: 1, 2'),
         ("precision", "bf16-mixed", "16-mix", 'unknown precision "16-mix" (did you mean "16-mixed"?)'),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -9,17 +10,18 @@ import logging
 import signal
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from vae_cli import runs
 from vae_cli import settings as settings_mod
-from vae_cli.errors import VaeError, translate
+from vae_cli.errors import Interrupted, VaeError, one_line, translate, unexpected
 from vae_cli.options import with_settings
 from vae_cli.settings import MODEL_SETTINGS, RUN_SETTINGS, RunSettings
 
@@ -32,28 +34,57 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="Train, evaluate and sample variational autoencoders with exact likelihoods.",
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: paths and names a user gave (with `[` `]` in them) are printed as they are,
+# never read as rich markup.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def styled(label: str, style: str, text: str) -> Text:
+    return Text.assemble((label, style), " ", text)
+
+
+def stopped(signum: int) -> None:
+    err.print(f"interrupted by {signal.Signals(signum).name}: stopped before writing its "
+              "results; files already there were left as they were")  # fmt: skip
+    raise typer.Exit(128 + signum) from None
+
+
+def stopped_training(e: Any) -> None:
+    """train/checkpointing.RunInterrupted: what was saved and how to continue."""
+    where = e.checkpoint.parent.parent if e.checkpoint else None
+    saved = f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
+    err.print(f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}")
+    raise typer.Exit(128 + e.signum) from None
+
+
 def friendly(fn: F) -> F:
-    """VaeError -> one line on stderr and exit code 2; --debug shows the traceback instead."""
+    """Every error -> one line on stderr and exit code 2 (--debug shows the traceback instead);
+    SIGTERM/SIGINT -> what was kept, and exit 128 + the signal number."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx")  # every command takes ctx: typer.Context for this
         debug = bool(ctx is not None and ctx.obj and ctx.obj.get("debug"))
         try:
-            return fn(*args, **kwargs)
+            with stop_on_signals():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except Interrupted as e:
+            stopped(e.signum)
         except Exception as e:
-            known = translate(e)
-            if debug or known is None:
+            # By name: importing Lightning here would cost every command (`--help` too) its start-up.
+            if type(e).__name__ == "RunInterrupted":  # training saved a checkpoint first
+                stopped_training(e)
+            if type(e).__name__ == "SIGTERMException":  # Lightning's own SIGTERM handler
+                stopped(signal.SIGTERM)
+            if debug:
                 raise
-            err.print(f"[bold red]error:[/] {escape(str(known))}", highlight=False)
+            known = translate(e) or unexpected(e)
+            err.print(styled("error:", "bold red", one_line(str(known))), highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -67,6 +98,27 @@ def command(name: str | None = None) -> Callable[[F], F]:
         return fn
 
     return register
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT raise Interrupted wherever the command is (training replaces these
+    handlers with its own, which save a checkpoint first): exit 143/130, never 0 or 1."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. a test runner's worker): leave them
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def quiet_lightning() -> None:
@@ -123,6 +175,21 @@ def run_flags(settings: dict[str, Any]) -> RunSettings:
     return settings_mod.run_settings({k: v for k, v in settings.items() if k in RUN_SETTINGS})
 
 
+# Bounds far above any use, below what would exhaust memory or run for days.
+MAX_IW = 10**6
+MAX_IMAGES = 10_000
+
+
+def check_n(n: int) -> None:
+    if not 1 <= n <= MAX_IMAGES:
+        raise VaeError(f"--n must be in 1..{MAX_IMAGES} (images in one grid), got {n}")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed < 2**32:
+        raise VaeError(f"--seed must be in 0..{2**32 - 1} (what numpy and Lightning accept), got {seed}")
+
+
 def fmt(x: float) -> str:
     return f"{x:.3f}"
 
@@ -149,7 +216,6 @@ def train(
     """
     settings = settings or {}
     quiet_lightning()
-    from vae_cli.train.checkpointing import RunInterrupted
     from vae_cli.train.fit import fit
 
     run_dir = None
@@ -157,19 +223,7 @@ def train(
         cfg, run, run_dir = resume_config(resume, experiment, config_file, smoke, settings)
     else:
         cfg, run = settings_mod.resolve_all(experiment, config_file, settings)
-    try:
-        fit(cfg, smoke=smoke, console=out, resume=run_dir, run=run)
-    except RunInterrupted as e:
-        where = e.checkpoint.parent.parent if e.checkpoint else None
-        saved = (
-            f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
-        )
-        err.print(
-            f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(128 + e.signum) from None
+    fit(cfg, smoke=smoke, console=out, resume=run_dir, run=run)
 
 
 def resume_config(
@@ -196,6 +250,7 @@ def resume_config(
     changes = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
     cfg = dataclasses.replace(cfg, **changes).validate()
     # The run lives where it is, whatever the working directory was when it started.
+    # A run is its directory: runs_dir only places new runs, and a resumed one stays in run_dir.
     run = dataclasses.replace(run, runs_dir=str(run_dir.parent.parent))
     return cfg, run, run_dir
 
@@ -233,6 +288,9 @@ def evaluate(
         raise VaeError(f'unknown split "{split}": choose test or val')
     if iw_samples < 0 or chunk < 1:
         raise VaeError("--iw-samples must be >= 0 and --chunk >= 1")
+    if iw_samples > MAX_IW or chunk > MAX_IW:
+        raise VaeError(f"--iw-samples and --chunk must be <= {MAX_IW} (the IWAE paper uses 5000)")
+    check_seed(seed)
     hardware = run_flags(settings)
     overrides = {k: v for k, v in settings.items() if k in MODEL_SETTINGS}
     for key, value in overrides.items():
@@ -243,7 +301,7 @@ def evaluate(
 
     ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     runs.ensure_writable(run_dir, "the run directory (eval.json goes there)")
-    results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides, hardware)
+    results = evaluate_checkpoint(ckpt, split, iw_samples, chunk, seed, overrides, hardware, run_dir)
     if results is None:  # a DDP worker (rank > 0): rank 0 reports and writes
         return
     rows = [("examples", str(results["n_examples"]))]
@@ -269,11 +327,19 @@ def evaluate(
     out.print(f"checkpoint: {ckpt}", highlight=False)
     out.print(f"data: {results['data_protocol']}; z samples: torch seed {seed}", highlight=False)
     if not results.get("normalised", True):
-        err.print("[yellow]warning:[/] Bernoulli on non-binary data (--binarize none): these "
-                  "numbers are not log-likelihoods of a normalised density")  # fmt: skip
-    path = run_dir / ("eval.json" if split == "test" else f"eval-{split}.json")
-    runs.write_atomic(path, json.dumps(results, indent=2) + "\n")
-    out.print(f"wrote {path}")
+        err.print(styled("warning:", "yellow", "Bernoulli on non-binary data (--binarize none): these "
+                         "numbers are not log-likelihoods of a normalised density"))  # fmt: skip
+    text = json.dumps(results, indent=2) + "\n"
+    # One file per setting (never replaced by another K, seed, split, dataset or checkpoint),
+    # plus eval.json / eval-val.json: the latest, as before. Both written only now, atomically.
+    dataset = overrides.get("dataset")  # a name, or (your own data) a path: its last part
+    which = f"{split}-{ckpt.stem}-k{iw_samples}-seed{seed}" + (f"-{Path(dataset).name}" if dataset else "")
+    for path in (
+        run_dir / f"eval-{which}.json",
+        run_dir / ("eval.json" if split == "test" else f"eval-{split}.json"),
+    ):
+        runs.write_atomic(path, text)
+        out.print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------- sample
@@ -289,7 +355,7 @@ def sample(
     temperature: float = typer.Option(1.0, help="Scale of the prior draw z ~ N(0, T^2 I)."),
     seed: int = typer.Option(0, help="Seed of the z (and x) draws."),
     out_file: Path = typer.Option(
-        None, "--out", help="PNG path.", show_default="RUN/samples-{mean,stochastic}.png"
+        None, "--out", help="Image path.", show_default="a new RUN/samples-{mean,stochastic}-seedS-TT-nN.png"
     ),
     settings: dict[str, Any] | None = None,
 ) -> None:
@@ -298,22 +364,26 @@ def sample(
     One decoder pass: it runs in one process on one device of --accelerator under
     --precision; launched as several processes (torchrun, srun), only rank 0 writes.
     """
-    if n < 1:
-        raise VaeError(f"--n must be >= 1, got {n}")
-    if temperature <= 0:
-        raise VaeError(f"--temperature must be > 0, got {temperature}")
+    check_n(n)
+    if not 0 < temperature < float("inf"):
+        raise VaeError(f"--temperature must be a finite number > 0, got {temperature}")
+    check_seed(seed)
     hardware = run_flags(settings or {})
     quiet_lightning()
     from vae_cli import report
     from vae_cli.train.load import load_module
     from vae_cli.train.sample import sample_on_device
 
+    if out_file is not None:
+        report.check_image_path(out_file)
     ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
-    module = load_module(ckpt)
+    module = load_module(ckpt, run_dir)
     images = sample_on_device(module, n, stochastic, temperature, seed, hardware)
     if images is None:  # not global rank 0 of a multi-process launch
         return
-    path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
+    # The run's own samples-*.png (from training) are never replaced: a new name per setting.
+    kind_name = "stochastic" if stochastic else "mean"
+    path = out_file or runs.free_name(run_dir / f"samples-{kind_name}-seed{seed}-T{temperature:g}-n{n}.png")
     runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     report.save_grid(images, path)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
@@ -339,19 +409,22 @@ def reconstruct(
 ) -> None:
     """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
     settings = settings or {}
-    if n < 1:
-        raise VaeError(f"--n must be >= 1, got {n}")
+    check_n(n)
+    check_seed(seed)
     hardware = run_flags(settings)
     quiet_lightning()
     from vae_cli import report
     from vae_cli.train.load import load_module
     from vae_cli.train.reconstruct import default_path, eval_examples, reconstruct_images
 
+    if out_file is not None:
+        report.check_image_path(out_file)
     ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
-    module = load_module(ckpt)
+    module = load_module(ckpt, run_dir)
     data_dir = settings.get("data_dir")
     x = eval_examples(module, n, split, {"data_dir": data_dir} if data_dir else None)
-    path = out_file or default_path(run_dir, stochastic)
+    path = out_file or runs.free_name(default_path(run_dir, stochastic))
+    runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
     kind = "x' ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(

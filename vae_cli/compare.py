@@ -82,7 +82,7 @@ def evaluate_run(
     from vae_cli.train.load import load_run
 
     ckpt = runs.checkpoint_in(run_dir)
-    loaded = load_run(ckpt, overrides)
+    loaded = load_run(ckpt, overrides, run_dir=run_dir)
     res = evaluate(loaded, iw_samples, chunk=min(iw_samples, 100) or 1, run=run)
     assert res is not None  # one process: this is global rank 0
     row = Row(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 
@@ -34,12 +35,47 @@ def translate(exc: BaseException) -> VaeError | None:
     name = type(exc).__name__
     if name == "MisconfigurationException" or (isinstance(exc, ValueError) and _raised_in_lightning(exc)):
         return lightning_rejected(exc)
-    if isinstance(exc, PermissionError | IsADirectoryError | NotADirectoryError | FileExistsError):
+    if isinstance(exc, MemoryError) or _out_of_memory(exc):
+        return VaeError(
+            "out of memory: lower --batch-size, --latent-dim or --hidden-dim (for `vae eval`: "
+            "--chunk, -k or --batch-size)"
+        )
+    if isinstance(exc, OverflowError) or (
+        isinstance(exc, RuntimeError | TypeError)
+        and ("cannot be converted to type" in str(exc) or "Overflow when unpacking" in str(exc))
+    ):
+        return VaeError(f"a number is too large for torch ({one_line(str(exc), 120)}): use a smaller value")
+    if isinstance(exc, OSError) and exc.errno is not None:
         where = exc.filename or "a file"
-        return VaeError(f"cannot write {where} ({exc.strerror}): choose a writable location")
-    if isinstance(exc, RuntimeError) and "out of memory" in str(exc):
-        return VaeError("out of device memory: lower --batch-size (or --chunk for `vae eval`)")
+        hint = {
+            errno.ENOSPC: "free some space",
+            errno.EDQUOT: "free some space (disk quota exceeded)",
+            errno.EROFS: "choose a writable location",
+            errno.EACCES: "fix the permissions or choose another location",
+            errno.EPERM: "fix the permissions or choose another location",
+            errno.ENOENT: "check the path",
+        }.get(exc.errno, "check the path, or choose a writable location")
+        return VaeError(f"cannot read or write {where} ({exc.strerror}): {hint}")
     return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA, MPS) and the CPU allocator's RuntimeError."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
+
+
+def unexpected(exc: BaseException) -> VaeError:
+    """The last resort: an error nobody translated still ends in one line, not a traceback."""
+    first = one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 200)
+    return VaeError(
+        f"unexpected {type(exc).__name__}{': ' + first if first else ''} "
+        f"(rerun with `vae --debug ...` for the traceback, and please report it)"
+    )
 
 
 def lightning_rejected(exc: BaseException, settings: str = "") -> VaeError:
@@ -59,3 +95,19 @@ def _raised_in_lightning(exc: BaseException) -> bool:
         last, tb = tb, tb.tb_next
     path = last.tb_frame.f_code.co_filename if last is not None else ""
     return "pytorch_lightning" in path or "lightning_fabric" in path or "/lightning/" in path
+
+
+class Interrupted(BaseException):
+    """SIGTERM/SIGINT outside training's own handler (GracefulStop): the command stops where
+    it is. A BaseException, so that no `except Exception` swallows it, and not a
+    KeyboardInterrupt, which Lightning turns into exit status 1."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """Messages can quote user input (a YAML value, a path): keep them one short line."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

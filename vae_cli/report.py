@@ -10,8 +10,10 @@ from pathlib import Path
 import torch
 from rich.table import Table
 from torch import Tensor
-from torchvision.io import write_png
 from torchvision.utils import make_grid
+
+from vae_cli import runs
+from vae_cli.errors import VaeError
 
 
 def save_grid(
@@ -24,6 +26,7 @@ def save_grid(
     One-channel images are written as a greyscale PNG (a third of the size of RGB), so that
     figures of noisy samples stay small enough to keep in docs/.
     """
+    path = check_image_path(path)
     batches = [images] if isinstance(images, Tensor) else list(images)
     channels = batches[0].shape[1]
     grids = []
@@ -33,8 +36,34 @@ def save_grid(
         grids.append(make_grid(batch, nrow=n, padding=padding, pad_value=1.0)[:channels])
         grids.append(torch.ones(channels, grids[-1].shape[1], gap))
     picture = torch.cat(grids[:-1], dim=2)  # no gap after the last grid
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_png(picture.mul(255).add(0.5).clamp(0, 255).to(torch.uint8), str(path))
+    from PIL import Image
+
+    array = picture.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[..., 0] if channels == 1 else array)
+    with runs.atomic_file(path, "wb") as f:  # a killed command leaves no half image
+        image.save(f, format=image_format(path))
+    return path
+
+
+def image_format(path: Path) -> str:
+    from PIL import Image
+
+    return Image.registered_extensions()[path.suffix.lower()]
+
+
+def check_image_path(path: Path) -> Path:
+    """An image file name whose extension PIL can write, and not a folder."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise VaeError(f"--out {path} is a folder: pass a file name such as {path / 'samples.png'}")
+    writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    if path.suffix.lower() not in writable:
+        raise VaeError(
+            f"--out {path}: {'no' if not path.suffix else 'unknown'} image extension "
+            f"{path.suffix!r}; end the name with .png (or .jpg, .bmp, .tif, .webp)"
+        )
     return path
 
 
@@ -66,7 +95,8 @@ def plot_elbo_curves(metrics_csv: Path, out: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out)
+    with runs.atomic_file(out, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
     return out
 

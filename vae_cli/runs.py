@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +55,69 @@ def resolve_checkpoint(run_or_ckpt: Path | None, runs_dir: Path) -> tuple[Path, 
     return path, run_dir
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write then rename: a crash leaves the old file or the new one, never half of one."""
+def umask_mode() -> int:
+    """The mode open() gives a new file under the user's umask (mkstemp's is always 0600,
+    which would hide results from colleagues on a shared cluster)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", suffix: str = "") -> Iterator[Any]:
+    """Write to a temporary file beside `path`, fsync, then rename it over `path`: a crash,
+    a full disk or a signal leaves the old file or the new one, never half of one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.fchmod(fd, umask_mode())
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write then rename: a crash leaves the old file or the new one, never half of one."""
+    with atomic_file(path) as f:
+        f.write(text)
+
+
+def free_name(path: Path) -> Path:
+    """`path` if nothing is there yet, else `stem-1.ext`, `stem-2.ext`, ...: commands that read
+    a run add files to it and never replace one (a file of the same name may hold results
+    of other weights or settings)."""
+    path = Path(path)
+    n = 0
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def check_name(what: str, name: str) -> str:
+    """An experiment or run name is one folder name under --runs-dir: it can never point
+    elsewhere (no separators, no `..`, not absolute, nothing hidden or empty)."""
+    bad = (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(c in name for c in ("/", "\\", "\0"))
+        or Path(name).is_absolute()
+        or len(name) > 200
+    )
+    if bad:
+        raise VaeError(
+            f"{what} {name[:80]!r} is not a plain folder name: use letters, digits, '-', '_' "
+            f"(no '/', '\\', '..', or a leading '.')"
+        )
+    return name
 
 
 def save_config(run_dir: Path, config: dict[str, Any]) -> None:

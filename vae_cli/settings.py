@@ -28,9 +28,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vae_cli.errors import VaeError, did_you_mean, unknown
+from vae_cli import safeyaml
+from vae_cli.errors import VaeError, did_you_mean, one_line, unknown
+from vae_cli.runs import check_name
 
 # Help panels of `vae train --help`, in this order; also the sections of docs/settings.md.
 DATA, MODEL, LIKELIHOOD, OBJECTIVE, OPTIMISATION, HARDWARE, OUTPUT = (
@@ -105,7 +105,7 @@ class Config:
     val_fraction: float = setting(0.1, "Share held out for val, by hashing each path/index.", DATA,
                                   min=0, max=0.99)  # fmt: skip
     test_fraction: float = setting(0.1, "Share held out for test, by the same rule.", DATA, min=0, max=0.99)
-    split_seed: int = setting(0, "Seed of the hash split of your own data.", DATA)
+    split_seed: int = setting(0, "Seed of the hash split of your own data.", DATA, min=0)
     stream: str = setting("auto", "Folders: stream from disk with decoding workers (auto: by size).", DATA,
                           choices=("auto", "yes", "no"))  # fmt: skip
     num_workers: int = setting(2, "Image-decoding worker processes.", DATA, min=0)
@@ -130,13 +130,13 @@ class Config:
     kl_warmup_steps: int = setting(0, "elbo objective: ramp beta linearly from 0 over N steps.", OBJECTIVE,
                                    min=0)  # fmt: skip
     # optimisation
-    epochs: int = setting(10, "Training epochs.", OPTIMISATION, min=0, resumable=True)
+    epochs: int = setting(10, "Training epochs.", OPTIMISATION, min=1, resumable=True)
     max_steps: int = setting(-1, "Stop after this many optimiser steps.", OPTIMISATION, min=1,
                              special=(-1,), hint="-1: no limit", resumable=True)  # fmt: skip
     lr: float = setting(1e-3, "Adam learning rate.", OPTIMISATION, min=0, above=True)
     schedule: str = setting("constant", "constant, or iwae: Adam eps 1e-4, 3^i epochs at lr*10^(-i/7).",
                             OPTIMISATION, choices=SCHEDULES)  # fmt: skip
-    seed: int = setting(0, "Random seed.", OPTIMISATION)
+    seed: int = setting(0, "Random seed.", OPTIMISATION, min=0)
     # Keras's steps_per_execution: Lightning's per-batch bookkeeping is paid once per this many
     # steps; see docs/performance.md
     steps_per_call: int = setting(8, "Optimiser steps per Lightning batch.", OPTIMISATION, min=1)
@@ -150,6 +150,7 @@ class Config:
 
     def validate(self) -> Config:
         check_all(self)
+        check_name("experiment", self.experiment)  # a folder under --runs-dir, never a path
         if self.channels == 2:
             raise VaeError("channels must be 1 or 3 (0: infer), got 2")
         if not self.val_fraction + self.test_fraction < 1:
@@ -232,6 +233,8 @@ def check(name: str, value: Any) -> None:
         return
     if d.type is float and not math.isfinite(value):
         raise VaeError(f"{name} must be a finite number, got {value}")
+    if d.type is int and abs(value) > MAX_INT:
+        raise VaeError(f"{name} is too large: {one_line(str(value), 40)} (at most {MAX_INT})")
     if d.spec.choices and not d.spec.open and value not in d.spec.choices:
         raise unknown(name, str(value), map(str, d.spec.choices))
     low, high = d.spec.min, d.spec.max
@@ -246,8 +249,14 @@ def check_all(obj: Any) -> None:
         check(f.name, getattr(obj, f.name))
 
 
+# Integers beyond this are no count, size or seed anyone means, and overflow torch's int64.
+MAX_INT = 2**31 - 1
+
+
 def coerce(key: str, value: Any, source: str) -> Any:
     """Check one value against the setting's declared type; YAML gives ints for floats etc."""
+    if not isinstance(key, str):
+        raise VaeError(f"a key in {source} is not a name: {type(key).__name__} {one_line(repr(key), 40)}")
     if key not in SETTINGS:
         raise VaeError(
             f'unknown key "{key}" in {source}{did_you_mean(key, SETTINGS)}; valid keys: {", ".join(SETTINGS)}'
@@ -264,7 +273,10 @@ def coerce(key: str, value: Any, source: str) -> Any:
     if kind is str and is_number:
         return str(value)  # precision: 32 -> "32"
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise VaeError(f'"{key}" in {source} must be {kind.__name__}, got {type(value).__name__} {value!r}')
+        shown = one_line(repr(value), 80)
+        raise VaeError(f'"{key}" in {source} must be {kind.__name__}, got {type(value).__name__} {shown}')
+    if kind is str and ("\0" in value or len(value) > 4096):
+        raise VaeError(f'"{key}" in {source} must be a short text without NUL characters')
     return value
 
 
@@ -291,16 +303,9 @@ def record(cfg: Config, run: RunSettings) -> dict[str, Any]:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise VaeError(f"config file {path} does not exist") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        at = f" at line {where.line + 1}" if where is not None else ""
-        raise VaeError(f"{path} is not valid YAML{at}: fix the syntax and retry") from None
+    """A YAML mapping from a file, read by safeyaml: no duplicate or non-string keys, no
+    aliases (no alias bombs), bounded size and depth; every failure one line."""
+    data = safeyaml.load(Path(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -348,9 +353,22 @@ class Experiments:
             )
         defaults = data.get("defaults") or {}
         named = data.get("experiments") or {}
+        if not isinstance(defaults, dict):
+            raise VaeError(
+                f"{path}: 'defaults' must be a mapping of key: value, got {type(defaults).__name__}"
+            )
+        if not isinstance(named, dict):
+            raise VaeError(
+                f"{path}: 'experiments' must be a mapping of name: {{key: value}}, got {type(named).__name__}"
+            )
         for key, value in defaults.items():
             coerce(key, value, f"{path} defaults")
         for name, body in named.items():
+            check_name(f"experiment name in {path}:", str(name))
+            if body is not None and not isinstance(body, dict):
+                raise VaeError(
+                    f"{path}: experiment '{name}' must be a mapping of key: value, got {type(body).__name__}"
+                )
             for key, value in (body or {}).items():
                 coerce(key, value, f"{path} experiment '{name}'")
         return cls(defaults=defaults, named={k: v or {} for k, v in named.items()})

@@ -93,12 +93,11 @@ def test_killed_run_resumes_to_the_same_result(sig, reference: Path, tmp_path: P
     # every logged row (same steps, none lost or duplicated) and every logged value equal:
     # val/* and also the train/* means of the interrupted epoch, whose running sums
     # resume.EpochSums carries across the interruption.
-    rows_a, rows_b = (list(csv.DictReader((r / "metrics.csv").open())) for r in (reference, run))
-    assert [(x["epoch"], x["step"]) for x in rows_a] == [(y["epoch"], y["step"]) for y in rows_b]
-    for x, y in zip(rows_a, rows_b, strict=True):
-        logged = [k for k in x if k.startswith(("val/", "train/")) and x[k]]
-        assert logged and [k for k in y if k.startswith(("val/", "train/")) and y[k]] == logged
-        assert [float(y[k]) for k in logged] == pytest.approx([float(x[k]) for k in logged], rel=1e-5)
+    # To the last digit: the file's text is the same (the interrupted epoch's running sums are
+    # added in the same order as without the interruption: fastpath.RunningMeans.state_dict).
+    rows_a, rows_b = ((r / "metrics.csv").read_text().splitlines() for r in (reference, run))
+    assert len(rows_a) > EPOCHS
+    assert [b for a, b in zip(rows_a, rows_b, strict=True) if a != b] == []
 
 
 @pytest.mark.slow

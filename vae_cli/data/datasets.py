@@ -142,6 +142,30 @@ def load_cifar10(data_dir: Path) -> Splits:
     return _nchw(train.data), _nchw(test.data)
 
 
+def _read_amat(path: Path) -> Tensor:
+    """Larochelle's .amat: per image a line of 784 values "0"/"1", each followed by a space or
+    the newline. Anything else (a truncated download, another file) is a one-line error."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise VaeError(f"cannot read {path} ({type(e).__name__}): download the file again") from None
+    chars = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+    per_image = 28 * 28 * 2  # one character per value, each followed by a separator
+    values, seps = chars[0::2], chars[1::2]
+    ok = (
+        len(chars) > 0
+        and len(chars) % per_image == 0
+        and bool(((values == ord("0")) | (values == ord("1"))).all())
+        and bool(((seps == ord(" ")) | (seps == ord("\n"))).all())
+    )
+    if not ok:
+        raise VaeError(
+            f"{path} is not a binarized-MNIST .amat file (lines of 784 space-separated 0/1 values): "
+            f"download it again"
+        )
+    return ((values - ord("0")).view(-1, 1, 28, 28) * 255).to(torch.uint8)
+
+
 @register("binarized-mnist", (1, 28, 28), 10000, "Larochelle's statically binarised MNIST")
 def load_binarized_mnist(data_dir: Path) -> Splits:
     """The .amat files; train+valid form the pool so val_size=10000 gives the usual split."""
@@ -153,10 +177,7 @@ def load_binarized_mnist(data_dir: Path) -> Splits:
             folder / f"binarized_mnist_{split}.amat.gz",
         ):
             if path.exists():
-                raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-                # one character per value, each followed by a separator
-                bits = torch.frombuffer(bytearray(raw), dtype=torch.uint8)[0::2] - ord("0")
-                return (bits.view(-1, 1, 28, 28) * 255).to(torch.uint8)
+                return _read_amat(path)
         raise VaeError(
             f"binarized_mnist_{split}.amat(.gz) not found in {folder}: download Larochelle's "
             f"binarized MNIST files there, or pass --data-dir to a folder holding BinarizedMNIST/"

@@ -25,7 +25,6 @@ import csv
 import os
 import random
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 from vae_cli import runs
-from vae_cli.errors import VaeError
+from vae_cli.errors import Interrupted, VaeError
 from vae_cli.train import lightning_private
 
 LAST = "last.ckpt"
@@ -155,7 +154,7 @@ class GracefulStop(Callback):
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            raise Interrupted(signum)  # a second Ctrl-C: stop now (exit 130)
         self.received = signum
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -210,7 +209,8 @@ def nonfinite_weights(checkpoint: dict[str, Any]) -> list[str]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to a temporary file in the same folder, fsync, then os.replace."""
+    """torch.save to a temporary file in the same folder, fsync, then os.replace; loads
+    with weights_only=True whatever Lightning or the environment asks for."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         bad = nonfinite_weights(checkpoint)
@@ -222,17 +222,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):  # remote filesystems: fsspec's own transaction
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
+            with runs.atomic_file(path, "wb") as f:
                 torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as e:
+            # The rename never happened: the previous file of this name is intact.
+            run = path.parent.parent if path.parent.name == runs.CHECKPOINTS else path.parent
+            kept = [p.name for p in sorted(path.parent.glob("*.ckpt"))]
+            raise VaeError(
+                f"cannot write checkpoint {path} ({e.strerror or type(e).__name__}): "
+                f"{'kept ' + ', '.join(kept) if kept else 'no earlier checkpoint exists'}; "
+                f"free space or fix permissions, then continue with `vae train --resume {run}`"
+            ) from None
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
+        return read_checkpoint(Path(path))
+
+
+FORCE_ENV = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint as plain tensors and containers: torch.load(weights_only=True), which an
+    explicit argument keeps safe also under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (torch >= 2.6
+    lets that variable change only the default); a pickle that would run code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaeError(f"checkpoint {path} does not exist: pass a run directory or a .ckpt file")
+    if all(os.environ.get(v, "0").lower() in ("1", "y", "yes", "true") for v in FORCE_ENV):
+        raise VaeError(f"both {' and '.join(FORCE_ENV)} are set, and torch refuses to load: unset one")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise VaeError(
+            f"{path} is not a readable vae-cli checkpoint ({type(e).__name__}): "
+            f"pass a checkpoint written by `vae train`"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("hyper_parameters"), dict):
+        raise VaeError(
+            f"{path} is not a readable vae-cli checkpoint (no hyper_parameters): "
+            f"pass a checkpoint written by `vae train`"
+        )
+    return state
 
 
 # ---------------------------------------------------------------------------- logs
@@ -271,34 +302,118 @@ def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
 
 # ---------------------------------------------------------------------------- --resume
 def resolve_resume(resume: str, runs_dir: Path) -> tuple[Path, Path]:
-    """(run directory, its checkpoints/last.ckpt) from `--resume RUN` or `--resume last`."""
+    """(run directory, the checkpoint to continue from) from `--resume RUN` or `--resume last`.
+
+    A run is its directory: RUN may have been moved or renamed; nothing outside it is used.
+    """
     if resume == "last":
-        candidates = [p.parent.parent for p in Path(runs_dir).glob(f"*/version_*/{runs.CHECKPOINTS}/{LAST}")]
+        candidates = [p.parent.parent for p in Path(runs_dir).glob(f"*/*/{runs.CHECKPOINTS}/*.ckpt")]
+        candidates = [r for r in candidates if (r / runs.CONFIG).is_file()]
         if not candidates:
             raise VaeError(
                 f"--resume last: no run with checkpoints/{LAST} under {runs_dir}/: train one first"
             )
-        run_dir = max(candidates, key=lambda r: (r / runs.CHECKPOINTS / LAST).stat().st_mtime)
+        run_dir = max(candidates, key=lambda r: resume_checkpoint(r).stat().st_mtime)
     else:
         run_dir = Path(resume)
         if run_dir.is_file() and run_dir.parent.name == runs.CHECKPOINTS:
             run_dir = run_dir.parent.parent
         if not run_dir.is_dir():
             raise VaeError(f"--resume {resume}: no such run directory; pass a run directory or `last`")
-    ckpt = run_dir / runs.CHECKPOINTS / LAST
-    if not ckpt.is_file():
-        raise VaeError(f"--resume: {run_dir} has no {runs.CHECKPOINTS}/{LAST}, so there is nothing to resume")
-    if not run_dir.name.startswith("version_") or not run_dir.name[len("version_") :].isdigit():
-        raise VaeError(f"--resume: {run_dir} is not a run directory (runs/<experiment>/version_<n>)")
-    return run_dir, ckpt
+    if not (run_dir / runs.CONFIG).is_file():
+        raise VaeError(f"--resume: {run_dir} has no {runs.CONFIG}, so it is not a run directory")
+    return run_dir, resume_checkpoint(run_dir)
+
+
+def resume_checkpoint(run_dir: Path) -> Path:
+    """last.ckpt; best.ckpt when last.ckpt was never written (e.g. the disk filled up while
+    writing the first one: best.ckpt is a full training checkpoint too)."""
+    for name in (LAST, "best.ckpt"):
+        if (run_dir / runs.CHECKPOINTS / name).is_file():
+            return run_dir / runs.CHECKPOINTS / name
+    raise VaeError(f"--resume: {run_dir} has no {runs.CHECKPOINTS}/{LAST}, so there is nothing to resume")
 
 
 def checkpoint_step(ckpt: Path) -> int:
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:
+    return int(read_checkpoint(ckpt).get("global_step", 0))
+
+
+# ---------------------------------------------------------------------------- the end of a run
+class Progress(Callback):
+    """Stores in every checkpoint how far the run got (optimiser steps, completed epochs), so
+    that `--resume` of a finished run can say so and change nothing; and stops a run that
+    reaches --max-steps mid-epoch through `trainer.should_stop`, so that Lightning runs the
+    validation whose ModelCheckpoint saves last.ckpt and best.ckpt at the final step (else
+    both would hold the last epoch boundary, and a run shorter than an epoch would have none)."""
+
+    KEY = "vae_cli_progress"
+
+    def __init__(self) -> None:
+        self.trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        epoch_complete = done >= trainer.num_training_batches
+        return {"step": trainer.global_step, "epochs": trainer.current_epoch + int(epoch_complete)}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True  # validate and checkpoint now, also mid-epoch
+
+
+def progress_of(checkpoint: dict[str, Any]) -> tuple[int, int]:
+    """(optimiser steps, completed epochs) of a checkpoint (older ones: its epoch counter)."""
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if str(key).startswith("Progress") and state:
+            return int(state["step"]), int(state["epochs"])
+    return int(checkpoint.get("global_step", 0)), int(checkpoint.get("epoch", 0))
+
+
+def finished(checkpoint: dict[str, Any], epochs: int, max_steps: int) -> str | None:
+    """Why a run whose last checkpoint is `checkpoint` has nothing left to do, or None."""
+    step, done = progress_of(checkpoint)
+    if 0 < max_steps <= step:
+        return f"it reached --max-steps {max_steps} (step {step})"
+    if done >= epochs:
+        return f"it completed its {epochs} epoch(s) (step {step})"
+    return None
+
+
+# Settings that may differ between a run's config.yaml and its checkpoints: where files are,
+# how long to train, on what hardware. Everything else defines the model and its training.
+# Model settings that may differ between a run's config.yaml and its checkpoints: what it is
+# called, where its data lives, and how long it trains (--resume may extend that).
+NOT_COMPARED = frozenset({"description", "data_dir", "epochs", "max_steps"})
+
+
+def check_same_model(checkpoint: dict[str, Any], run_dir: Path, ckpt: Path) -> None:
+    """A checkpoint inside a run must come from that run: refuse one whose model settings
+    differ from the run's config.yaml (e.g. a gaussian run's last.ckpt copied into a
+    bernoulli run would otherwise train gaussian weights under the bernoulli loss)."""
+    from vae_cli.config import read_yaml
+
+    if not (run_dir / runs.CONFIG).is_file():
+        return  # a bare .ckpt outside a run: its own config is all there is
+    run_cfg = read_yaml(run_dir / runs.CONFIG)
+    ckpt_cfg = checkpoint.get("hyper_parameters", {}).get("config", {})
+    if not isinstance(ckpt_cfg, dict):
+        ckpt_cfg = {}
+    from vae_cli.settings import MODEL_SETTINGS
+
+    # Model settings only (config.yaml also holds the run's hardware under `run:`), and only
+    # those both files know (a setting added since the checkpoint was written is not a clash).
+    keys = (set(MODEL_SETTINGS) - NOT_COMPARED) & set(run_cfg) & set(ckpt_cfg)
+    diff = sorted(k for k in keys if run_cfg.get(k) != ckpt_cfg.get(k))
+    if diff:
+        k = diff[0]
+        more = f" (and {len(diff) - 1} more: {', '.join(diff[1:4])})" if len(diff) > 1 else ""
         raise VaeError(
-            f"{ckpt} is not a readable checkpoint ({type(e).__name__}); resume from an earlier run "
-            f"or start a new one"
-        ) from None
-    return int(state.get("global_step", 0))
+            f"{ckpt} does not belong to {run_dir}: its {k} is {ckpt_cfg.get(k)!r} but the run's "
+            f"{runs.CONFIG} says {run_cfg.get(k)!r}{more}; use the run's own checkpoints"
+        )

@@ -25,6 +25,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
     run: RunSettings | None = None,
+    run_dir: Path | None = None,
 ) -> dict[str, Any] | None:
     """Score a checkpoint on a split; the results on global rank 0, None on the other ranks.
 
@@ -33,7 +34,7 @@ def evaluate_checkpoint(
     never from the checkpoint, which holds none: a run trained on 8 GPUs can be scored on a
     laptop.
     """
-    return evaluate(load_run(ckpt, overrides, split), iw_samples, chunk, seed, run)
+    return evaluate(load_run(ckpt, overrides, split, run_dir), iw_samples, chunk, seed, run)
 
 
 def evaluate(

@@ -69,15 +69,21 @@ class RunningMeans:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """For mid-epoch checkpoints (resume.EpochSums): the sums so far, on the CPU."""
-        self._reduce()
-        return {"sums": None if self.sums is None else self.sums.detach().cpu(), "count": self.count}
+        """For mid-epoch checkpoints (resume.EpochSums): the sums so far and the batches not yet
+        summed, on the CPU. Not reduced here: float addition is not associative, and summing
+        the pending batches at the save would group them differently from an uninterrupted
+        run (which sums every MAX_PENDING batches), changing the last digits of the means."""
+        return {
+            "sums": None if self.sums is None else self.sums.detach().cpu(),
+            "count": self.count,
+            "pending": [[t.cpu() for t in batch] for batch in self._pending],
+        }
 
     def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
-        self._pending = []
         sums = state["sums"]
         self.sums = None if sums is None else sums.to(device)
         self.count = int(state["count"])
+        self._pending = [[t.to(device) for t in batch] for batch in state.get("pending", [])]
 
     def means(self, sums: Tensor, count: int | Tensor) -> dict[str, Tensor]:
         means = sums / count

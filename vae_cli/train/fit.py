@@ -21,9 +21,13 @@ from vae_cli.train.checkpointing import (
     AtomicCheckpointIO,
     EpochSums,
     GracefulStop,
+    Progress,
     ResumedCSVLogger,
     RngState,
-    checkpoint_step,
+    check_same_model,
+    finished,
+    read_checkpoint,
+    resume_checkpoint,
 )
 from vae_cli.train.distributed import RankSeed
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
@@ -32,9 +36,9 @@ from vae_cli.train.sample import sample_images
 from vae_cli.train.scoring import Scorer
 from vae_cli.train.trainer import check_devices, make_trainer
 
-# DDP re-runs the command in each worker process; they must all log into the version that
-# rank 0 created rather than each picking "the next free one".
-VERSION_ENV = "VAE_CLI_RUN_VERSION"
+# DDP re-runs the command in each worker process; they must all log into the run directory
+# that rank 0 created rather than each picking "the next free one".
+RUN_DIR_ENV = "VAE_CLI_RUN_DIR"
 
 
 def _tensorboard_available() -> bool:
@@ -45,26 +49,33 @@ def _tensorboard_available() -> bool:
     return True
 
 
-def make_loggers(
-    cfg: Config, runs_dir: str, version: int | None = None, resume_step: int | None = None
-) -> tuple[list[Logger], Path]:
-    """Loggers writing into a fresh run directory, or into `version` when resuming one."""
-    env = os.environ.get(VERSION_ENV)
-    if version is None and env:
-        version = int(env)
-    if version is None and runs.is_launcher_process():
-        version = runs.claim_version(Path(runs_dir) / cfg.experiment)
+def new_run_dir(cfg: Config, runs_dir: str) -> Path:
+    """A fresh runs/<experiment>/version_<n> (claimed atomically by the launching process;
+    DDP workers get rank 0's from the environment)."""
+    env = os.environ.get(RUN_DIR_ENV)
+    if env and not runs.is_launcher_process():  # only workers follow it, never a new command
+        return Path(env)
+    experiment_dir = Path(runs_dir) / runs.check_name("experiment", cfg.experiment)
+    if runs.is_launcher_process():
+        return experiment_dir / f"version_{runs.claim_version(experiment_dir)}"
+    return experiment_dir / "version_unknown"  # a rank > 0 started by torchrun/srun: writes nothing
+
+
+def make_loggers(run_dir: Path, resume_step: int | None = None) -> list[Logger]:
+    """Loggers whose log_dir IS run_dir (a run is its directory: wherever it was moved to,
+    a resumed run writes there and nowhere else)."""
+    where = {"save_dir": str(run_dir.parent), "name": "", "version": run_dir.name}
     if resume_step is not None:
-        csv: CSVLogger = ResumedCSVLogger(runs_dir, name=cfg.experiment, version=version,
-                                          resume_step=resume_step)  # fmt: skip
+        csv: CSVLogger = ResumedCSVLogger(**where, resume_step=resume_step)
     else:
-        csv = CSVLogger(runs_dir, name=cfg.experiment, version=version)
+        csv = CSVLogger(**where)
     loggers: list[Logger] = [csv]
     if _tensorboard_available():
-        loggers.append(
-            TensorBoardLogger(runs_dir, name=cfg.experiment, version=csv.version, default_hp_metric=False)
-        )
-    return loggers, Path(csv.log_dir)
+        loggers.append(TensorBoardLogger(**where, default_hp_metric=False))
+    for logger in loggers:
+        if Path(logger.log_dir).resolve() != run_dir.resolve():  # Lightning changed its layout
+            raise RuntimeError(f"{type(logger).__name__} would write to {logger.log_dir}, not {run_dir}")
+    return loggers
 
 
 def fit(
@@ -104,14 +115,22 @@ def fit(
                           f"{cfg.arch}) test ELBO {elbo:.2f} nats")  # fmt: skip
         return None
 
-    ckpt_path, version, resume_step = None, None, None
+    ckpt_path, resume_step = None, None
     if resume is not None:
-        ckpt_path = resume / runs.CHECKPOINTS / LAST
-        version = int(resume.name.removeprefix("version_"))
-        resume_step = checkpoint_step(ckpt_path)
+        ckpt_path = resume_checkpoint(resume)
+        checkpoint = read_checkpoint(ckpt_path)
+        check_same_model(checkpoint, resume, ckpt_path)
+        done = finished(checkpoint, cfg.epochs, cfg.max_steps)
+        if done:
+            console.print(f"{resume} is finished: {done}; nothing was changed. To train longer, "
+                          f"pass a larger --epochs or --max-steps with --resume.")  # fmt: skip
+            return resume
+        resume_step = int(checkpoint.get("global_step", 0))
+        run_dir = resume
     else:
         runs.ensure_writable(Path(run.runs_dir), "--runs-dir")
-    loggers, run_dir = make_loggers(cfg, run.runs_dir, version=version, resume_step=resume_step)
+        run_dir = new_run_dir(cfg, run.runs_dir)
+    loggers = make_loggers(run_dir, resume_step=resume_step)
     try:
         return _fit_logged(
             cfg, run, module, datamodule, loggers, run_dir, ckpt_path, console, callbacks or []
@@ -146,6 +165,7 @@ def _fit_logged(
             RngState(),
             EpochSums(),
             GracefulStop(run_dir / runs.CHECKPOINTS),
+            Progress(),
             ThrottledRichProgressBar(),
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
@@ -156,12 +176,12 @@ def _fit_logged(
     )
     if trainer.is_global_zero:
         runs.save_config(run_dir, record(cfg, run))
-    os.environ[VERSION_ENV] = str(loggers[0].version)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
-        os.environ.pop(VERSION_ENV, None)
+        os.environ.pop(RUN_DIR_ENV, None)
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return run_dir

@@ -14,6 +14,7 @@ from typing import Any
 from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
+from vae_cli.train.checkpointing import check_same_model, read_checkpoint
 from vae_cli.train.module import VAEModule
 
 
@@ -27,9 +28,12 @@ class LoadedRun:
     datamodule: VAEDataModule
 
 
-def load_run(ckpt: Path, overrides: dict[str, Any] | None = None, split: str = "test") -> LoadedRun:
-    """Load a checkpoint and build its evaluation data; `split` is what the test loop serves."""
-    module = load_module(ckpt)
+def load_run(
+    ckpt: Path, overrides: dict[str, Any] | None = None, split: str = "test", run_dir: Path | None = None
+) -> LoadedRun:
+    """Load a checkpoint (checked against `run_dir`'s config.yaml when given) and build its
+    evaluation data; `split` is what the test loop serves."""
+    module = load_module(ckpt, run_dir)
     cfg, datamodule = datamodule_for(module, overrides, split)
     return LoadedRun(Path(ckpt), module, cfg, datamodule)
 
@@ -49,11 +53,18 @@ def datamodule_for(
     return cfg, datamodule
 
 
-def load_module(ckpt: Path) -> VAEModule:
-    if not Path(ckpt).is_file():
-        raise VaeError(f"checkpoint {ckpt} does not exist: pass a run directory or a .ckpt file")
+def load_module(ckpt: Path, run_dir: Path | None = None) -> VAEModule:
+    """The module of a checkpoint, built from its saved config and weights. Never through
+    pickle (read_checkpoint: weights_only=True), so a checkpoint cannot run code; if the
+    checkpoint sits in a run directory, it must match the run's config.yaml."""
+    checkpoint = read_checkpoint(Path(ckpt))
+    if run_dir is not None:
+        check_same_model(checkpoint, Path(run_dir), Path(ckpt))
     try:
-        module = VAEModule.load_from_checkpoint(str(ckpt), map_location="cpu")
+        hparams = checkpoint["hyper_parameters"]
+        module = VAEModule(hparams["config"], data=hparams.get("data"))
+        module.load_state_dict(checkpoint["state_dict"])
+        module.on_load_checkpoint(checkpoint)
     except VaeError:
         raise
     except Exception as e:

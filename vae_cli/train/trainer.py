@@ -28,6 +28,7 @@ def make_trainer(cfg: RunSettings, **kwargs: Any) -> pl.Trainer:
     objections to that combination (no GPU, an unknown device count...) become one line."""
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
+    check_hardware(cfg)
     try:
         return pl.Trainer(**trainer_args(cfg), **kwargs)
     except (MisconfigurationException, ValueError, RuntimeError) as e:
@@ -48,4 +49,27 @@ def check_devices(cfg: RunSettings) -> None:
         raise VaeError(
             f"--devices {cfg.devices} but this machine has {cores} CPU cores: pass --devices {cores} "
             f"or fewer (-1: all)"
+        )
+
+
+# The inputs reach the network as float32 tensors (data/batches.py puts them on the device
+# directly), so the "-true" precisions that cast the weights fail at the first layer.
+UNSUPPORTED_PRECISIONS = ("16-true", "bf16-true", "64-true")
+# Variables that a multi-node launcher sets (torchrun, SLURM, MPI, Lightning's own).
+CLUSTER_ENV = ("WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "NODE_RANK", "MASTER_ADDR")
+
+
+def check_hardware(cfg: Any) -> None:
+    """Settings Lightning accepts but that would fail later (a dtype error mid-run) or hang
+    (several nodes waiting forever for peers that no launcher started): refused up front."""
+    if str(cfg.precision) in UNSUPPORTED_PRECISIONS:
+        raise VaeError(
+            f"precision {cfg.precision} is not supported (the inputs stay float32 while it casts the "
+            f"weights): use 32-true, bf16-mixed, or 16-mixed on a GPU"
+        )
+    if cfg.num_nodes > 1 and not any(os.environ.get(k) for k in CLUSTER_ENV):
+        raise VaeError(
+            f"--num-nodes {cfg.num_nodes} needs a launcher that starts the other nodes (srun, torchrun "
+            f"--nnodes); none is present, so the run would wait forever: launch it with one, or drop "
+            f"--num-nodes"
         )
