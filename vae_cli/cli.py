@@ -322,7 +322,13 @@ def sample(
         return
     path = out_file or run_dir / f"samples-{'stochastic' if stochastic else 'mean'}.png"
     runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
-    report.save_grid(images, path)
+    from vae_cli.train.checkpointing import checkpoint_step
+    from vae_cli.train.sample import SAMPLE_TITLES
+
+    caption = report.run_caption(
+        run_dir, module.cfg.likelihood, checkpoint_step(ckpt), SAMPLE_TITLES[stochastic]
+    )
+    report.save_grid(images, path, caption=caption)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
 
@@ -345,18 +351,22 @@ def reconstruct(
     ),
     runs_dir: Path = RUNS_DIR,
 ) -> None:
-    """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
+    """Write a PNG of inputs (rows labelled input) above their reconstructions from z = E_q[z|x]."""
     if n < 1:
         raise VaeError(f"--n must be >= 1, got {n}")
+    from vae_cli.train.checkpointing import checkpoint_step
     from vae_cli.train.load import load_module
-    from vae_cli.train.reconstruct import default_path, eval_examples, reconstruct_images
+    from vae_cli.train.reconstruct import default_path, eval_examples, reconstruction_pair
 
     ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
     module = load_module(ckpt)
     x = eval_examples(module, n, split, {"data_dir": data_dir} if data_dir else None)
     path = out_file or default_path(run_dir, stochastic)
-    report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
     kind = "x' ~ p(x|z)" if stochastic else "E[x|z]"
+    what = f"{split} inputs above their reconstructions {kind}, z = E_q[z|x]"
+    caption = report.run_caption(run_dir, module.cfg.likelihood, checkpoint_step(ckpt), what)
+    panel = report.reconstruction_panel(*reconstruction_pair(module, x, stochastic, seed))
+    report.save_panels([panel], path, caption)
     out.print(
         f"wrote {path} ({len(x)} {split} inputs above {kind}, likelihood {module.cfg.likelihood})",
         markup=False,

@@ -144,7 +144,7 @@ def run_compare(
             row, module = evaluate_run(Path(run_dir), iw_samples, None, overrides)
             datasets.add(module.cfg.dataset)
             rows.append(row)
-            save_figure(module, out_dir / "figures" / f"{row.likelihood}.png")
+            save_figure(module, out_dir / "figures" / f"{row.likelihood}.png", run=run_dir)
         if len(datasets) > 1:
             raise VaeError(
                 f"the runs were trained on different datasets {sorted(datasets)}: compare like with like"
@@ -161,7 +161,7 @@ def run_compare(
             assert run_dir is not None  # fit returns None only for smoke runs
             row, module = evaluate_run(run_dir, iw_samples, wall)
             rows.append(row)
-            save_figure(module, out_dir / "figures" / f"{name}.png")
+            save_figure(module, out_dir / "figures" / f"{name}.png", run=run_dir)
     write_report(rows, out_dir, iw_samples, base if not existing else None)
     console.print(rich_table(rows, iw_samples))
     for name in ("results.md", "results.csv", "results.json"):
@@ -170,26 +170,17 @@ def run_compare(
     return rows
 
 
-def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0) -> Path:
-    """The mean grid beside the stochastic grid, both decoded from the same n prior draws.
+def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0, run: str | Path = "") -> Path:
+    """The mean grid beside the stochastic grid, both decoded from the same n prior draws,
+    titled, under a caption naming the run (when given) and the likelihood."""
+    from vae_cli import report
+    from vae_cli.train.sample import SAMPLE_TITLES, sample_images
 
-    A plain image (left: E[x|z], right: x ~ p(x|z)), greyscale for one-channel data, so
-    that a figure of noisy samples stays small enough to keep in docs/.
-    """
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    from vae_cli.train.sample import sample_images
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grids = [make_grid(sample_images(module, n, s, seed=seed), nrow=8, padding=1, pad_value=1.0)
-             for s in (False, True)]  # fmt: skip
-    gap = torch.ones(grids[0].shape[0], grids[0].shape[1], 8)
-    both = torch.cat([grids[0], gap, grids[1]], dim=2).mul(255).round().to(torch.uint8)
-    array = both.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[..., 0] if module.shape[0] == 1 else array)
-    image.save(path, optimize=True)
-    return path
+    panels = [
+        report.Panel(sample_images(module, n, s, seed=seed), SAMPLE_TITLES[s], 8) for s in (False, True)
+    ]
+    caption = report.run_caption(run or module.cfg.experiment, module.cfg.likelihood, None)
+    return report.save_panels(panels, path, caption)
 
 
 COLUMNS = (

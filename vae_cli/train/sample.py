@@ -14,6 +14,9 @@ from vae_cli.model.likelihoods import LIKELIHOODS
 from vae_cli.train.module import VAEModule
 from vae_cli.train.trainer import EVAL_TRAINER
 
+# Panel titles of the two ways to show a prior draw, keyed by `stochastic`.
+SAMPLE_TITLES = {False: "decoder means E[x|z], z ~ p(z)", True: "samples x ~ p(x|z), z ~ p(z)"}
+
 
 @torch.no_grad()
 def sample_images(
