@@ -1,0 +1,54 @@
+"""Class labels of a dataset's test split, where the dataset has them, in the same order
+as the test images its loader returns. Only the latent-space figures use them (colour by
+class); training never sees a label. Datasets without an entry have no labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from vae_cli.data import datasets
+
+TEST_LABELS: dict[str, Callable[[Path], Tensor]] = {}
+
+
+def _register(name: str) -> Callable[[Callable[[Path], Tensor]], Callable[[Path], Tensor]]:
+    def add(fn: Callable[[Path], Tensor]) -> Callable[[Path], Tensor]:
+        TEST_LABELS[name] = fn
+        return fn
+
+    return add
+
+
+def test_labels(dataset: str, data_dir: Path) -> Tensor | None:
+    """int64 (N,) labels of the test split, or None when the dataset has none."""
+    load = TEST_LABELS.get(dataset)
+    return load(Path(data_dir)) if load is not None else None
+
+
+@_register("digits")
+def _digits(data_dir: Path) -> Tensor:
+    from sklearn.datasets import load_digits
+
+    y = torch.from_numpy(load_digits().target)
+    return y[datasets.digits_order(len(y))][: datasets.DIGITS_TEST]
+
+
+def _torchvision_test(cls_name: str, folder: str, data_dir: Path) -> Tensor:
+    """The .targets of torchvision's test split, opened as the image loader opens it (it
+    unpacks the .gz files on first use; its one-line errors for missing files)."""
+    _, test = datasets.open_torchvision(cls_name, folder, data_dir)
+    return torch.as_tensor(test.targets).long()
+
+
+@_register("mnist")
+def _mnist(data_dir: Path) -> Tensor:
+    return _torchvision_test("MNIST", "MNIST", data_dir)
+
+
+@_register("fashion-mnist")
+def _fashion_mnist(data_dir: Path) -> Tensor:
+    return _torchvision_test("FashionMNIST", "FashionMNIST", data_dir)
