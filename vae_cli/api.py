@@ -16,6 +16,7 @@ See docs/python.md.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,18 @@ class Model:
         return self.module.cfg
 
     @property
+    def data_dir(self) -> str:
+        """Where `data` is read from: load()'s data_dir, else the run's own."""
+        return self._data_dir or self.config.data_dir
+
+    @functools.cached_property
+    def step(self) -> int:
+        """The optimiser step at which the checkpoint was saved."""
+        from vae_cli.train.checkpointing import checkpoint_step
+
+        return checkpoint_step(self.checkpoint)
+
+    @property
     def support(self) -> Support:
         return LIKELIHOODS[self.config.likelihood].support
 
@@ -78,8 +91,7 @@ class Model:
         if self._data is None:
             from vae_cli.data.datamodule import VAEDataModule
 
-            overrides = {"data_dir": self._data_dir} if self._data_dir else {}
-            dm = VAEDataModule(dataclasses.replace(self.config, **overrides).validate())
+            dm = VAEDataModule(dataclasses.replace(self.config, data_dir=self.data_dir).validate())
             dm.setup("test")
             self._data = dm.splits["test"]
         return self._data.to(self.device)

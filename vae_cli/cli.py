@@ -373,6 +373,34 @@ def reconstruct(
     )
 
 
+# ---------------------------------------------------------------------------- latent
+@app.command()
+@friendly
+def latent(
+    ctx: typer.Context,
+    run: Path = RUN_ARG,
+    pairs: int = typer.Option(6, help="Test pairs to interpolate between."),
+    steps: int = typer.Option(10, help="Decoded points per interpolation."),
+    dims: int = typer.Option(8, help="Most active latent units to traverse."),
+    grid: int = typer.Option(20, help="latent_dim 2: the manifold figure is GRID x GRID."),
+    n_embed: int = typer.Option(2000, "--n-embed", help="latent_dim > 2: test points in PCA/t-SNE."),
+    seed: int = typer.Option(0, help="Seed of the pair choice and of the x ~ p(x|z) draws."),
+    data_dir: str = typer.Option(None, help="Dataset root [default: the run's]."),
+    out_dir: Path = typer.Option(None, "--out", help="Parent of the new latent[-N] folder [default: RUN]."),
+    runs_dir: Path = RUNS_DIR,
+) -> None:
+    """Latent-space figures: interpolations, traversals, manifold / embedding (docs/latent.md)."""
+    from vae_cli.api import load
+    from vae_cli.latent import write_latent_figures
+
+    ckpt, run_dir = runs.resolve_checkpoint(run, runs_dir or Path("runs"))
+    parent = out_dir or run_dir
+    runs.ensure_writable(parent, "--out")
+    model = load(ckpt, data_dir)
+    for path in write_latent_figures(model, parent, pairs, steps, dims, n_embed, grid, seed):
+        out.print(f"wrote {path}", markup=False)
+
+
 # ---------------------------------------------------------------------------- compare
 @app.command()
 @friendly

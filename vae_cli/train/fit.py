@@ -26,6 +26,7 @@ from vae_cli.train.checkpointing import (
 from vae_cli.train.distributed import RankSeed, ToMainProcess
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
 from vae_cli.train.module import VAEModule
+from vae_cli.train.pictures import LoggerImages
 from vae_cli.train.sample import SAMPLE_TITLES, sample_images
 from vae_cli.train.trainer import check_devices, make_trainer
 
@@ -141,6 +142,7 @@ def _fit_logged(
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
             ToMainProcess(),
+            LoggerImages(),
             *callbacks,
         ],
         plugins=[AtomicCheckpointIO()],
