@@ -35,3 +35,16 @@ def run_vae(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess
         [sys.executable, "-m", "vae_cli", *map(str, args)],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, **kwargs,
     )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short bernoulli run on the digits with a 2-D latent space, trained once per session
+    through the Python API (vae_cli.fit, the same training as `vae train`)."""
+    import vae_cli
+
+    runs_dir = tmp_path_factory.mktemp("tiny-runs")
+    settings = {"dataset": "digits", "likelihood": "bernoulli", "latent_dim": 2, "hidden_dim": 64,
+                "batch_size": 50, "epochs": 3, "steps_per_call": 4, "runs_dir": str(runs_dir),
+                "experiment": "tiny", "accelerator": "cpu"}  # fmt: skip
+    return vae_cli.fit(settings)

@@ -85,14 +85,19 @@ def traversal_panel(model: Model, base: Tensor, variances: Tensor, dims: int, st
     return report.Panel(images, title, steps, labels)
 
 
+def prior_quantile_grid(n: int) -> Tensor:
+    """(n * n, 2) codes in row-major image order: row i, column j is
+    (Phi^-1((j + 0.5) / n), Phi^-1(1 - (i + 0.5) / n)), Phi the standard normal CDF."""
+    q = Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)
+    z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
+
+
 @torch.no_grad()
 def manifold_panel(model: Model, n: int) -> report.Panel:
     """E[x|z] on an n x n grid of prior quantiles: column j has z1 = Phi^-1((j + 0.5) / n),
     row i has z2 = Phi^-1(1 - (i + 0.5) / n) (so z2 grows upwards, as on a plot)."""
-    q = Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)
-    z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
-    z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
-    images = model.to_image(model.decode(z).mean)
+    images = model.to_image(model.decode(prior_quantile_grid(n)).mean)
     return report.Panel(images, f"E[x|z] at prior quantiles, {n} x {n}: z1 left->right, z2 bottom->top", n)
 
 
