@@ -68,7 +68,10 @@ class LoggerImages(pl.Callback):
         writers = [(lg, w) for lg in trainer.loggers if (w := image_writer(lg)) is not None]
         if not writers:
             return
-        x = trainer.datamodule.splits["val"][: self.n_inputs].to(pl_module.device)
+        splits = getattr(trainer.datamodule, "splits", None)  # VAEDataModule's fixed val split
+        if not splits or "val" not in splits:
+            return
+        x = splits["val"][: self.n_inputs].to(pl_module.device)
         for tag, grid in validation_pictures(pl_module, x).items():
             for logger, write in writers:
                 write(logger, tag, grid, trainer.global_step)
