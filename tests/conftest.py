@@ -46,6 +46,19 @@ def run_vae(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess
     )  # fmt: skip
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short bernoulli run on the digits with a 2-D latent space, trained once per session
+    through the Python API (vae_cli.fit, the same training as `vae train`)."""
+    import vae_cli
+
+    runs_dir = tmp_path_factory.mktemp("tiny-runs")
+    settings = {"dataset": "digits", "likelihood": "bernoulli", "latent_dim": 2, "hidden_dim": 64,
+                "batch_size": 50, "epochs": 3, "steps_per_call": 4, "runs_dir": str(runs_dir),
+                "experiment": "tiny", "accelerator": "cpu"}  # fmt: skip
+    return vae_cli.fit(settings)
+
+
 # ---------------------------------------------------------------- helpers shared by test modules
 def digits_module(**overrides) -> VAEModule:
     from vae_cli.train.module import VAEModule  # Lightning: only for the tests that need it

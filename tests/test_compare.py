@@ -72,7 +72,8 @@ def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
         assert res.exit_code == 0, res.output
         assert name in res.output
         w, h = Image.open(Path(run_dir) / name).size
-        assert (w, h) == (8 * 10 + 2, 4 * 10 + 2)  # 8x8 cells, 2-pixel padding
+        # 2 x (input row, output row) of 8x8 cells, upscaled >= 5x, a label column and a caption
+        assert w >= 400 and h > 4 * 8 * 5
     mean = torch.tensor(list(Image.open(Path(run_dir) / "reconstructions-mean.png").getdata()))
     noisy = torch.tensor(list(Image.open(Path(run_dir) / "reconstructions-stochastic.png").getdata()))
     assert not torch.equal(mean, noisy)

@@ -249,7 +249,7 @@ def test_a_killed_command_exits_nonzero_and_writes_nothing(
     from vae_cli.train import reconstruct, sample
 
     target = {"eval": (estimators, "iw_bound"), "sample": (sample, "sample_images"),
-              "reconstruct": (reconstruct, "reconstruct_images")}[command]  # fmt: skip
+              "reconstruct": (reconstruct, "reconstruction_pair")}[command]  # fmt: skip
     (run_copy / "eval.json").write_text('{"old": true}\n')
     before = snapshot(run_copy)
     signal_during(monkeypatch, *target, sig)

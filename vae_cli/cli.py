@@ -371,8 +371,9 @@ def sample(
     hardware = run_flags(settings or {})
     quiet_lightning()
     from vae_cli import report
+    from vae_cli.train.checkpointing import checkpoint_step
     from vae_cli.train.load import load_module
-    from vae_cli.train.sample import sample_on_device
+    from vae_cli.train.sample import SAMPLE_TITLES, sample_on_device
 
     if out_file is not None:
         report.check_image_path(out_file)
@@ -385,7 +386,10 @@ def sample(
     kind_name = "stochastic" if stochastic else "mean"
     path = out_file or runs.free_name(run_dir / f"samples-{kind_name}-seed{seed}-T{temperature:g}-n{n}.png")
     runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
-    report.save_grid(images, path)
+    caption = report.run_caption(
+        run_dir, module.cfg.likelihood, checkpoint_step(ckpt), SAMPLE_TITLES[stochastic]
+    )
+    report.save_grid(images, path, caption=caption)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
 
@@ -407,15 +411,16 @@ def reconstruct(
     ),
     settings: dict[str, Any] | None = None,
 ) -> None:
-    """Write a PNG of inputs (odd rows) above their reconstructions from z = E_q[z|x]."""
+    """Write a PNG of inputs (rows labelled input) above their reconstructions from z = E_q[z|x]."""
     settings = settings or {}
     check_n(n)
     check_seed(seed)
     hardware = run_flags(settings)
     quiet_lightning()
     from vae_cli import report
+    from vae_cli.train.checkpointing import checkpoint_step
     from vae_cli.train.load import load_module
-    from vae_cli.train.reconstruct import default_path, eval_examples, reconstruct_images
+    from vae_cli.train.reconstruct import default_path, eval_examples, reconstruction_pair
 
     if out_file is not None:
         report.check_image_path(out_file)
@@ -425,12 +430,47 @@ def reconstruct(
     x = eval_examples(module, n, split, {"data_dir": data_dir} if data_dir else None)
     path = out_file or runs.free_name(default_path(run_dir, stochastic))
     runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
-    report.save_grid(reconstruct_images(module, x, stochastic, seed), path, nrow=8)
     kind = "x' ~ p(x|z)" if stochastic else "E[x|z]"
+    what = f"{split} inputs above their reconstructions {kind}, z = E_q[z|x]"
+    caption = report.run_caption(run_dir, module.cfg.likelihood, checkpoint_step(ckpt), what)
+    panel = report.reconstruction_panel(*reconstruction_pair(module, x, stochastic, seed))
+    report.save_panels([panel], path, caption)
     out.print(
         f"wrote {path} ({len(x)} {split} inputs above {kind}, likelihood {module.cfg.likelihood})",
         markup=False,
     )
+
+
+# ---------------------------------------------------------------------------- latent
+@command()
+@with_settings(("data_dir", "runs_dir"), from_run=("data_dir",), help=RUNS_DIR_HELP)
+def latent(
+    ctx: typer.Context,
+    run: Path = RUN_ARG,
+    pairs: int = typer.Option(6, help="Test pairs to interpolate between."),
+    steps: int = typer.Option(10, help="Decoded points per interpolation."),
+    dims: int = typer.Option(8, help="Most active latent units to traverse."),
+    grid: int = typer.Option(20, help="latent_dim 2: the manifold figure is GRID x GRID."),
+    n_embed: int = typer.Option(2000, "--n-embed", help="latent_dim > 2: test points in PCA/t-SNE."),
+    seed: int = typer.Option(0, help="Seed of the pair choice and of the x ~ p(x|z) draws."),
+    out_dir: Path = typer.Option(
+        None, "--out", help="Parent of the new latent[-N] folder.", show_default="RUN"
+    ),
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """Latent-space figures: interpolations, traversals, manifold / embedding (docs/latent.md)."""
+    settings = settings or {}
+    hardware = run_flags(settings)
+    quiet_lightning()
+    from vae_cli.api import load
+    from vae_cli.latent import write_latent_figures
+
+    ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
+    parent = out_dir or run_dir
+    runs.ensure_writable(parent, "--out")
+    model = load(ckpt, settings.get("data_dir"))
+    for path in write_latent_figures(model, parent, pairs, steps, dims, n_embed, grid, seed):
+        out.print(f"wrote {path}", markup=False)
 
 
 # ---------------------------------------------------------------------------- compare

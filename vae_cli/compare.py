@@ -127,7 +127,7 @@ def run_compare(
             row, module = evaluate_run(Path(run_dir), iw_samples, None, overrides, run)
             datasets.add(module.cfg.dataset)
             rows.append(row)
-            save_figure(module, out_dir / "figures" / f"{row.likelihood}.png")
+            save_figure(module, out_dir / "figures" / f"{row.likelihood}.png", run=run_dir)
         if len(datasets) > 1:
             raise VaeError(
                 f"the runs were trained on different datasets {sorted(datasets)}: compare like with like"
@@ -144,7 +144,7 @@ def run_compare(
             assert run_dir is not None  # fit returns None only for smoke runs
             row, module = evaluate_run(run_dir, iw_samples, wall, run=run)
             rows.append(row)
-            save_figure(module, out_dir / "figures" / f"{name}.png")
+            save_figure(module, out_dir / "figures" / f"{name}.png", run=run_dir)
     write_report(rows, out_dir, iw_samples, base if not existing else None)
     console.print(rich_table(rows, iw_samples))
     for name in ("results.md", "results.csv", "results.json"):
@@ -153,13 +153,16 @@ def run_compare(
     return rows
 
 
-def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0) -> Path:
-    """The mean grid beside the stochastic grid (left: E[x|z], right: x ~ p(x|z)), both
-    decoded from the same n prior draws."""
-    from vae_cli.train.sample import sample_images
+def save_figure(module: VAEModule, path: Path, n: int = 64, seed: int = 0, run: str | Path = "") -> Path:
+    """The mean grid beside the stochastic grid, both decoded from the same n prior draws,
+    titled, under a caption naming the run (when given) and the likelihood."""
+    from vae_cli.train.sample import SAMPLE_TITLES, sample_images
 
-    grids = [sample_images(module, n, stochastic, seed=seed) for stochastic in (False, True)]
-    return report.save_grid(grids, path, nrow=8, padding=1)
+    panels = [
+        report.Panel(sample_images(module, n, s, seed=seed), SAMPLE_TITLES[s], 8) for s in (False, True)
+    ]
+    caption = report.run_caption(run or module.cfg.experiment, module.cfg.likelihood, None)
+    return report.save_panels(panels, path, caption)
 
 
 COLUMNS = (

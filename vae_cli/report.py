@@ -1,48 +1,186 @@
-"""What a person looks at: image grids, the ELBO-curve plot, rich tables."""
+"""What a person looks at: image grids, the ELBO-curve plot, rich tables.
+
+Every image figure goes through `render`: cells are upscaled by an integer factor
+(nearest neighbour, so pixels stay pixels) until a grid is about MIN_WIDTH pixels wide,
+laid out with torchvision's make_grid, and framed with PIL text: a caption naming the run,
+the likelihood and the checkpoint step, a title per panel, and optional row labels
+("input" / "output", "z3", ...). Greyscale data is saved as a greyscale PNG (small files).
+"""
 
 from __future__ import annotations
 
 import csv
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from PIL import Image, ImageDraw, ImageFont
 from rich.table import Table
-from torch import Tensor
-from torchvision.utils import make_grid
 
 from vae_cli import runs
 from vae_cli.errors import VaeError
 
+if TYPE_CHECKING:  # torch only when a figure is drawn: `vae --help` stays fast
+    from torch import Tensor
+
+MIN_WIDTH = 400  # px: a default grid is upscaled to at least about this width
+PAD = 2  # px of white between cells
+FONT_SIZE = 14
+MARGIN = 6  # px around text
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One grid of a figure: images in [0, 1] (N, C, H, W), `nrow` per row, a title, and
+    optionally one label per row (then N must be len(row_labels) * nrow)."""
+
+    images: Tensor
+    title: str = ""
+    nrow: int | None = None
+    row_labels: Sequence[str] = field(default_factory=tuple)
+
+    def columns(self) -> int:
+        return self.nrow or max(1, math.ceil(math.sqrt(len(self.images))))
+
+
+def scale_for(width: int, columns: int, min_width: int = MIN_WIDTH) -> int:
+    """The smallest integer factor that makes `columns` cells of `width` px (with padding)
+    at least min_width px wide."""
+    return max(1, math.ceil((min_width - (columns + 1) * PAD) / (columns * width)))
+
+
+def grid_tensor(images: Tensor, nrow: int, scale: int = 1) -> Tensor:
+    """(N, C, H, W) in [0, 1] -> one (C, H', W') grid, each pixel repeated scale x scale."""
+    from torchvision.utils import make_grid
+
+    images = images.detach().cpu().float().clamp(0, 1)
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    return make_grid(images, nrow=nrow, padding=PAD, pad_value=1.0)
+
+
+def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def font_width(text: str) -> float:
+    """Width in px of text in the figure font."""
+    return _font().getlength(text)
+
+
+def _wrap(text: str, width_px: int) -> list[str]:
+    """Greedy word wrap to what fits in width_px with the figure font."""
+    font, lines = _font(), []
+    for part in text.splitlines():
+        line = ""
+        for word in part.split(" "):
+            trial = f"{line} {word}" if line else word
+            if line and font.getlength(trial) > width_px - 2 * MARGIN:
+                lines.append(line)
+                trial = word
+            line = trial
+        lines.append(line)
+    return lines
+
+
+def _text_block(lines: list[str], width: int, mode: str) -> Image.Image:
+    line_h = FONT_SIZE + 4
+    block = Image.new(mode, (width, len(lines) * line_h + 2 * MARGIN), "white")
+    draw = ImageDraw.Draw(block)
+    for i, line in enumerate(lines):
+        draw.text((MARGIN, MARGIN + i * line_h), line, fill="black", font=_font())
+    return block
+
+
+def _panel_image(panel: Panel, scale: int, mode: str) -> Image.Image:
+    cols = panel.columns()
+    grid = grid_tensor(panel.images, cols, scale)
+    array = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
+    body = Image.fromarray(array[..., 0] if mode == "L" else array).convert(mode)
+    if panel.row_labels:
+        font = _font()
+        label_w = int(max(font_width(t) for t in panel.row_labels)) + 2 * MARGIN
+        framed = Image.new(mode, (label_w + body.width, body.height), "white")
+        framed.paste(body, (label_w, 0))
+        draw = ImageDraw.Draw(framed)
+        cell_h = panel.images.shape[-2] * scale + PAD
+        for i, label in enumerate(panel.row_labels):
+            y = PAD + i * cell_h + cell_h // 2
+            draw.text((MARGIN, y), label, fill="black", font=font, anchor="lm")
+        body = framed
+    if not panel.title:
+        return body
+    title = _text_block(_wrap(panel.title, body.width), body.width, mode)
+    out = Image.new(mode, (body.width, title.height + body.height), "white")
+    out.paste(title, (0, 0))
+    out.paste(body, (0, title.height))
+    return out
+
+
+def render(panels: Sequence[Panel], caption: str = "", min_width: int = MIN_WIDTH) -> Image.Image:
+    """Panels side by side under a caption; all panels share one upscale factor, chosen
+    so that the widest panel's grid is at least min_width / len(panels) px wide."""
+    mode = "L" if all(p.images.shape[1] == 1 for p in panels) else "RGB"
+    per_panel = min_width // len(panels)
+    scale = max(scale_for(p.images.shape[-1], p.columns(), per_panel) for p in panels)
+    images = [_panel_image(p, scale, mode) for p in panels]
+    gap = 12
+    width = sum(im.width for im in images) + gap * (len(images) - 1)
+    top = _text_block(_wrap(caption, width), width, mode) if caption else None
+    height = max(im.height for im in images) + (top.height if top else 0)
+    out = Image.new(mode, (width, height), "white")
+    y = 0
+    if top is not None:
+        out.paste(top, (0, 0))
+        y = top.height
+    x = 0
+    for im in images:
+        out.paste(im, (x, y))
+        x += im.width + gap
+    return out
+
+
+def save_image_file(image: Image.Image, path: Path) -> Path:
+    """Written atomically (a killed command leaves no half image), in the format of its name."""
+    path = check_image_path(path)
+    with runs.atomic_file(path, "wb") as f:
+        image.save(f, format=image_format(path), optimize=True)
+    return path
+
 
 def save_grid(
-    images: Tensor | Sequence[Tensor], path: Path, nrow: int | None = None, padding: int = 2, gap: int = 8
+    images: Tensor, path: Path, nrow: int | None = None, caption: str = "", title: str = ""
 ) -> Path:
-    """The one image writer: images in [0, 1], (N, C, H, W) -> one PNG grid with `padding`
-    white pixels between cells. A sequence of such batches gives their grids side by side,
-    `gap` white pixels apart (vae compare's mean | stochastic figures).
+    """images in [0, 1], (N, C, H, W) -> one upscaled, captioned PNG grid."""
+    return save_image_file(render([Panel(images, title, nrow)], caption), path)
 
-    One-channel images are written as a greyscale PNG (a third of the size of RGB), so that
-    figures of noisy samples stay small enough to keep in docs/.
-    """
-    path = check_image_path(path)
-    batches = [images] if isinstance(images, Tensor) else list(images)
-    channels = batches[0].shape[1]
-    grids = []
-    for batch in batches:
-        batch = batch.detach().cpu().float()
-        n = nrow or max(1, math.ceil(math.sqrt(len(batch))))
-        grids.append(make_grid(batch, nrow=n, padding=padding, pad_value=1.0)[:channels])
-        grids.append(torch.ones(channels, grids[-1].shape[1], gap))
-    picture = torch.cat(grids[:-1], dim=2)  # no gap after the last grid
-    from PIL import Image
 
-    array = picture.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[..., 0] if channels == 1 else array)
-    with runs.atomic_file(path, "wb") as f:  # a killed command leaves no half image
-        image.save(f, format=image_format(path))
-    return path
+def save_panels(panels: Sequence[Panel], path: Path, caption: str = "") -> Path:
+    return save_image_file(render(panels, caption), path)
+
+
+def reconstruction_panel(inputs: Tensor, outputs: Tensor, title: str = "", per_row: int = 8) -> Panel:
+    """Inputs above their reconstructions, rows labelled "input" and "output"; a short last
+    chunk is padded with white cells so rows stay aligned."""
+    import torch
+
+    rows, labels = [], []
+    for start in range(0, len(inputs), per_row):
+        for name, source in (("input", inputs), ("output", outputs)):
+            chunk = source[start : start + per_row].detach().cpu().float()
+            if len(chunk) < per_row:
+                chunk = torch.cat([chunk, torch.ones(per_row - len(chunk), *chunk.shape[1:])])
+            rows.append(chunk)
+            labels.append(name)
+    return Panel(torch.cat(rows), title, per_row, tuple(labels))
+
+
+def run_caption(run: str | Path, likelihood: str, step: int | None, what: str = "") -> str:
+    """The line every figure carries: what it shows, which run, which likelihood, which step."""
+    where = f"run {run} · likelihood {likelihood}" + (f" · step {step}" if step is not None else "")
+    return f"{what}\n{where}" if what else where
 
 
 def image_format(path: Path) -> str:
@@ -72,28 +210,55 @@ def read_metrics(metrics_csv: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def plot_elbo_curves(metrics_csv: Path, out: Path) -> Path | None:
-    """Per-epoch train and validation ELBO (nats per example) from Lightning's CSV log."""
+TERMS = (("elbo", "ELBO"), ("recon", "E_q log p(x|z)"), ("kl", "KL(q(z|x) || p(z))"))
+Series = dict[str, dict[str, list[tuple[int, float]]]]
+
+
+def elbo_series(rows: list[dict[str, str]]) -> Series:
+    """{term: {"train": [(step, value)], "validation": [...]}} from Lightning's CSV log.
+
+    Training values are the windowed means logged every log_every_n_steps steps (the per-epoch
+    means where a run logged no window); validation values are the full-split means.
+    """
+    series: Series = {}
+    for term, _ in TERMS:
+        curves: dict[str, list[tuple[int, float]]] = {}
+        for label, keys in (("train", (f"train/{term}_step", f"train/{term}_epoch")),
+                            ("validation", (f"val/{term}",))):  # fmt: skip
+            for key in keys:
+                points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+                if points:
+                    curves[label] = points
+                    break
+        if curves:
+            series[term] = curves
+    return series
+
+
+def plot_elbo_curves(metrics_csv: Path, out: Path, caption: str = "") -> Path | None:
+    """ELBO, reconstruction term and KL (nats per example) against optimiser steps: training
+    as lines, validation as markers. A series with a single point is drawn as a marker."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_csv)
-    curves = {}
-    for key, label in (("train/elbo_epoch", "train"), ("val/elbo", "validation")):
-        points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
-        if points:
-            curves[label] = points
-    if not curves:
+    series = elbo_series(read_metrics(metrics_csv))
+    if not series:
         return None
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for label, points in curves.items():
-        ax.plot([e + 1 for e, _ in points], [v for _, v in points], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats per example)")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3.4), dpi=100, squeeze=False)
+    for ax, (term, curves) in zip(axes[0], series.items(), strict=True):
+        for label, points in curves.items():
+            steps, values = zip(*points, strict=True)
+            line = label == "train" and len(points) > 1
+            ax.plot(steps, values, "-" if line else "o", label=label, lw=1.2, ms=5)
+        ax.set_title(dict(TERMS)[term], fontsize=10)
+        ax.set_xlabel("optimiser step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("nats per example")
+    axes[0][0].legend(fontsize=8)
+    if caption:
+        fig.suptitle(caption, fontsize=9)
     fig.tight_layout()
     with runs.atomic_file(out, "wb") as f:
         fig.savefig(f, format="png")

@@ -13,6 +13,13 @@ from torch import Tensor
 from vae_cli.data.registry import SPLIT_SEED, Splits, register
 from vae_cli.errors import VaeError
 
+DIGITS_TEST = 360  # the first 360 of the shuffled digits are the test split
+
+
+def digits_order(n: int) -> Tensor:
+    """The fixed shuffle of the digits (shared with their labels, data/labels.py)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+
 
 @register("digits", (1, 8, 8), 180, "scikit-learn's bundled 8x8 handwritten digits (offline)")
 def load_digits(data_dir: Path) -> Splits:
@@ -20,8 +27,8 @@ def load_digits(data_dir: Path) -> Splits:
 
     # 17 grey levels 0..16, stretched onto 0..255 so all datasets share one 8-bit scale.
     x = torch.from_numpy(sk_digits().images).mul(255 / 16).round().to(torch.uint8)
-    x = x.unsqueeze(1)[torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))]
-    return x[360:], x[:360]
+    x = x.unsqueeze(1)[digits_order(len(x))]
+    return x[DIGITS_TEST:], x[:DIGITS_TEST]
 
 
 @register("shapes32", (3, 32, 32), 250, "synthetic 32x32 RGB coloured shapes, fixed seed (for tests)")
@@ -49,11 +56,18 @@ def load_shapes32(data_dir: Path) -> Splits:
 
 
 def _torchvision(cls_name: str, folder: str, data_dir: Path) -> Splits:
+    train, test = open_torchvision(cls_name, folder, data_dir)
+    return _nchw(train.data), _nchw(test.data)
+
+
+def open_torchvision(cls_name: str, folder: str, data_dir: Path) -> tuple[Any, Any]:
+    """torchvision's (train, test) datasets of an MNIST-format folder (labels.py reads
+    their .targets)."""
     import torchvision
 
     cls = getattr(torchvision.datasets, cls_name)
     _expect_files(cls, cls_name, folder, data_dir)
-    train, test = _open_quietly(
+    return _open_quietly(
         cls, data_dir,
         missing=f"{cls_name} not found in {data_dir / folder}/raw and the download failed "
         f"({{error}}): put the four *-ubyte.gz files there, or pass --data-dir to a folder "
@@ -61,7 +75,6 @@ def _torchvision(cls_name: str, folder: str, data_dir: Path) -> Splits:
         unwritable=f"{data_dir / folder} is not writable and torchvision must unpack the .gz "
         f"files there: copy the folder somewhere writable and pass that as --data-dir",
     )  # fmt: skip
-    return _nchw(train.data), _nchw(test.data)
 
 
 def _open_quietly(cls, data_dir: Path, missing: str, unwritable: str) -> tuple[Any, Any]:

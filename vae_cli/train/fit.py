@@ -32,7 +32,8 @@ from vae_cli.train.checkpointing import (
 from vae_cli.train.distributed import RankSeed
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
 from vae_cli.train.module import VAEModule
-from vae_cli.train.sample import sample_images
+from vae_cli.train.pictures import LoggerImages
+from vae_cli.train.sample import SAMPLE_TITLES, sample_images
 from vae_cli.train.scoring import Scorer
 from vae_cli.train.trainer import check_devices, make_trainer
 
@@ -169,6 +170,7 @@ def _fit_logged(
             ThrottledRichProgressBar(),
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
+            LoggerImages(),
             *callbacks,
         ],
         plugins=[AtomicCheckpointIO()],
@@ -205,15 +207,18 @@ def finish_run(
     """Rank 0 only: sample grids, the ELBO plot and the summary table."""
     module = module.cpu()
     written = []
+    epoch, step, best = fit_counts(trainer, checkpoints)
     for stochastic in (False, True):
-        name = f"samples-{'stochastic' if stochastic else 'mean'}.png"
-        written.append(report.save_grid(sample_images(module, 64, stochastic), run_dir / name))
+        kind = "stochastic" if stochastic else "mean"
+        caption = report.run_caption(run_dir, module.cfg.likelihood, step, SAMPLE_TITLES[stochastic])
+        grid = sample_images(module, 64, stochastic)
+        written.append(report.save_grid(grid, run_dir / f"samples-{kind}.png", nrow=8, caption=caption))
     # Lightning has finalised (flushed) the loggers in the process that ran fit.
-    plot = report.plot_elbo_curves(run_dir / "metrics.csv", run_dir / "elbo.png")
+    caption = report.run_caption(run_dir, module.cfg.likelihood, step)
+    plot = report.plot_elbo_curves(run_dir / "metrics.csv", run_dir / "elbo.png", caption)
     if plot:
         written.append(plot)
     m = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    epoch, step, best = fit_counts(trainer, checkpoints)
     rows = [
         ("experiment", module.cfg.experiment),
         ("data / likelihood", f"{module.cfg.dataset} / {module.cfg.likelihood}"),

@@ -24,19 +24,28 @@ def eval_examples(module: VAEModule, n: int, split: str = "test", overrides: dic
 
 @torch.no_grad()
 def reconstruct_images(module: VAEModule, x: Tensor, stochastic: bool, seed: int = 0) -> Tensor:
-    """Pairs of rows, inputs above reconstructions, 8 per row, as [0, 1] images.
+    """Pairs of rows, inputs above reconstructions, 8 per row, as [0, 1] images."""
+    return interleave(*reconstruction_pair(module, x, stochastic, seed))
 
-    z is the posterior mean, so the picture shows what the code keeps, not posterior noise;
-    --stochastic then draws x' ~ p(x|z) from that z instead of showing E[x|z].
+
+@torch.no_grad()
+def reconstruction_pair(
+    module: VAEModule, x: Tensor, stochastic: bool, seed: int = 0
+) -> tuple[Tensor, Tensor]:
+    """(inputs, reconstructions) as [0, 1] images.
+
+    z is the posterior mean (of the layer next to x), so the picture shows what the code
+    keeps, not posterior noise; stochastic then draws x' ~ p(x|z) from that z instead of
+    showing E[x|z].
     """
     vae = module.vae.eval()
-    z = vae.posterior(x).mean
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        z = vae.posterior_means(x)[0]  # 2 layers: E_q[z2|x] is a Monte Carlo mean (seeded here)
         dist = vae.conditional(z)
         recon = dist.sample() if stochastic else dist.mean
     support = vae.likelihood.support
-    return interleave(to_image(x.float(), support), to_image(recon.float(), support))
+    return to_image(x.float(), support), to_image(recon.float(), support)
 
 
 def interleave(inputs: Tensor, recons: Tensor, per_row: int = 8) -> Tensor:

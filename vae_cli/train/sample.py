@@ -10,6 +10,9 @@ from vae_cli.errors import VaeError
 from vae_cli.settings import RunSettings
 from vae_cli.train.module import VAEModule
 
+# Panel titles of the two ways to show a prior draw, keyed by `stochastic`.
+SAMPLE_TITLES = {False: "decoder means E[x|z], z ~ p(z)", True: "samples x ~ p(x|z), z ~ p(z)"}
+
 
 @torch.no_grad()
 def sample_images(
