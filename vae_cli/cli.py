@@ -363,6 +363,89 @@ def reconstruct(
     )
 
 
+# ---------------------------------------------------------------------------- sweep
+SLURM_FLAGS = {
+    "slurm_partition": "slurm_partition",
+    "slurm_time": "timeout_min",
+    "slurm_gpus": "gpus_per_node",
+}
+JOBS = typer.Option(1, "--jobs", "-j", help="Members run at once (local: processes; slurm: array tasks).")
+LAUNCHER = typer.Option("local", help="local | slurm (a submitit job array) | submitit-local (tests).")
+SLURM_PARTITION = typer.Option(None, "--slurm-partition", help="SLURM partition.")
+SLURM_TIME = typer.Option(None, "--slurm-time", help="SLURM time limit per member, in minutes.")
+SLURM_GPUS = typer.Option(None, "--slurm-gpus", help="GPUs per member (submitit gpus_per_node).")
+SLURM_ANY = typer.Option(
+    None, "--slurm", help="KEY=VALUE passed to submitit (repeatable), e.g. slurm_account=x."
+)
+IW = typer.Option(100, "--iw-samples", "-k", help="Importance samples K of each member's eval (0: skip).")
+
+
+def launch_options(launcher: str, jobs: int, slurm: list[str] | None, **flags: Any) -> Any:
+    from vae_cli.sweep.run import Launch, parse_pairs
+
+    params = {SLURM_FLAGS[k]: v for k, v in flags.items() if v is not None}
+    params.update(parse_pairs(slurm or [], "--slurm"))
+    return Launch(launcher, jobs, params or None).check()
+
+
+@app.command()
+@friendly
+def sweep(
+    ctx: typer.Context,
+    experiment: str = typer.Option(
+        None, "--experiment", "-e", help="Named experiment (and its sweep: block)."
+    ),
+    config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
+    grid: list[str] = typer.Option(
+        None, "--grid", help="KEY=V1,V2,... a setting and its values (repeatable)."
+    ),
+    seeds: str = typer.Option(
+        None, "--seeds", help="Comma-separated seeds [default: the sweep: block's, or seed]."
+    ),
+    settings: list[str] = typer.Option(None, "--set", help="KEY=VALUE for every member (repeatable)."),
+    jobs: int = JOBS,
+    launcher: str = LAUNCHER,
+    slurm_partition: str = SLURM_PARTITION,
+    slurm_time: int = SLURM_TIME,
+    slurm_gpus: int = SLURM_GPUS,
+    slurm: list[str] = SLURM_ANY,
+    iw_samples: int = IW,
+    name: str = typer.Option(
+        None, "--name", help="The sweep's folder under --runs-dir [default: sweep-RUN]."
+    ),
+    out_dir: Path = typer.Option(None, "--out", help="The sweep directory [default: RUNS/NAME]."),
+    runs_dir: str = typer.Option(None, "--runs-dir", help="Where sweeps are written [default: runs]."),
+) -> None:
+    """Run a grid of settings x seeds; re-running it resumes; ends with the aggregated table."""
+    from vae_cli.sweep import run
+
+    how = launch_options(launcher, jobs, slurm, slurm_partition=slurm_partition, slurm_time=slurm_time,
+                         slurm_gpus=slurm_gpus)  # fmt: skip
+    if iw_samples < 0:
+        raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
+    overrides = {**run.parse_pairs(settings or [], "--set"), "runs_dir": runs_dir}
+    base = config_mod.resolve(experiment, config_file, overrides)
+    keys, seed_list = run.grid_from(experiment, grid or [], seeds)
+    if name is not None:
+        config_mod.Config(name=name).validate()
+    default = f"sweep-{experiment or base.dataset}-{'-'.join(keys) or 'seeds'}"
+    target = out_dir or Path(base.runs_dir) / (name or default)
+    members = run.plan(target, base, keys, seed_list, iw_samples, "--grid")
+    run.run(target, members, iw_samples, how, out)
+
+
+@app.command()
+@friendly
+def results(
+    ctx: typer.Context,
+    sweep_dir: Path = typer.Argument(..., help="A folder written by `vae sweep`/`compare`."),
+) -> None:
+    """Reprint a sweep's aggregated table (and rewrite its csv, json, md and plots)."""
+    from vae_cli.sweep.run import show
+
+    show(sweep_dir, out)
+
+
 # ---------------------------------------------------------------------------- compare
 @app.command()
 @friendly
@@ -386,27 +469,44 @@ def compare(
     batch_size: int = typer.Option(None, help="Examples per batch."),
     lr: float = typer.Option(None, help="Adam learning rate."),
     seed: int = typer.Option(None, help="Random seed (the same for every likelihood)."),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds: each likelihood once per seed."),
     sigma: float = typer.Option(None, help="gaussian sigma / laplace scale / learned-scale init."),
     mixture_components: int = typer.Option(None, help="logistic-mixture components."),
     accelerator: str = typer.Option(None, help="Lightning accelerator: auto, cpu, gpu, ..."),
-    iw_samples: int = typer.Option(100, "--iw-samples", "-k", help="Importance samples K (0: skip)."),
+    iw_samples: int = IW,
+    jobs: int = JOBS,
+    launcher: str = LAUNCHER,
+    slurm_partition: str = SLURM_PARTITION,
+    slurm_time: int = SLURM_TIME,
+    slurm_gpus: int = SLURM_GPUS,
+    slurm: list[str] = SLURM_ANY,
     out_dir: Path = typer.Option(None, "--out", help="Report directory [default: RUNS/compare-DATASET]."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
 ) -> None:
-    """Train one model under several likelihoods; write a table (md, csv) and figures."""
-    skip = ("ctx", "experiment", "config_file", "likelihoods", "run", "iw_samples", "out_dir")
+    """A sweep over --likelihoods (x --seeds): one model and data, a table (md, csv, json), figures."""
+    skip = ("ctx", "experiment", "config_file", "likelihoods", "run", "iw_samples", "out_dir", "seeds",
+            "jobs", "launcher", "slurm_partition", "slurm_time", "slurm_gpus", "slurm")  # fmt: skip
     overrides = {k: v for k, v in locals().items() if k not in skip and k != "skip"}
     if iw_samples < 0:
         raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
-    from vae_cli.compare import parse_likelihoods, run_compare
+    from vae_cli.compare import parse_likelihoods
+    from vae_cli.sweep import run as sweep_run
 
+    how = launch_options(launcher, jobs, slurm, slurm_partition=slurm_partition, slurm_time=slurm_time,
+                         slurm_gpus=slurm_gpus)  # fmt: skip
     cfg = config_mod.resolve(experiment, config_file, overrides)
     names = parse_likelihoods(likelihoods, cfg.dataset)
-    if run and likelihoods:
-        raise VaeError("pass either --run (existing runs) or --likelihoods (train new ones), not both")
+    if run and (likelihoods or seeds):
+        raise VaeError(
+            "pass either --run (existing runs) or --likelihoods/--seeds (train new ones), not both"
+        )
     target = out_dir or Path(cfg.runs_dir) / f"compare-{cfg.dataset}"
-    run_compare(cfg, names, target, iw_samples, existing=list(run) if run else None,
-                data_dir=data_dir, console=out)  # fmt: skip
+    if run:
+        sweep_run.evaluate_existing(target, list(run), iw_samples, out)
+        return
+    seed_list = sweep_run.grid_from(None, [], seeds)[1]
+    members = sweep_run.plan(target, cfg, {"likelihood": names}, seed_list, iw_samples, "--likelihoods")
+    sweep_run.run(target, members, iw_samples, how, out)
 
 
 # ---------------------------------------------------------------------------- experiments

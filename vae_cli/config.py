@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,10 @@ class Config:
     log_every_n_steps: int = 50
     # where runs go
     runs_dir: str = "runs"
+    # the run's folder under runs_dir ("": the experiment's name, or DATASET-LIKELIHOOD without one)
+    name: str = ""
+    # Lightning loggers, comma-separated: csv (always on), tensorboard, mlflow, wandb
+    logger: str = "csv,tensorboard"
     # speed (issue 6)
     compile: bool = False  # torch.compile the training ELBO
     # optimiser steps per Lightning training_step (Keras's steps_per_execution): Lightning's
@@ -111,6 +116,11 @@ class Config:
         if not self.skip_grad_norm >= 0:
             raise VaeError(f"skip_grad_norm must be >= 0 (0: off), got {self.skip_grad_norm}")
         self._validate_objective()
+        from vae_cli.train.loggers import check_loggers
+
+        check_loggers(self.logger)
+        if self.name and not SAFE_NAME.fullmatch(self.name):
+            raise VaeError(f'name "{self.name}" must be letters, digits and . _ = , + - (a folder name)')
         return self
 
     def _validate_objective(self) -> None:
@@ -139,6 +149,14 @@ class Config:
 
 
 FIELDS = {f.name: f for f in fields(Config)}
+SAFE_NAME = re.compile(r"[A-Za-z0-9_=,+-][A-Za-z0-9._=,+-]{0,199}")
+
+
+def run_name(cfg: Config) -> str:
+    """The run's folder under runs_dir: --name, else the experiment, else DATASET-LIKELIHOOD."""
+    if cfg.name:
+        return cfg.name
+    return cfg.experiment if cfg.experiment != "default" else f"{cfg.dataset}-{cfg.likelihood}"
 
 
 def _choice(name: str, value: str, choices: Any) -> None:
@@ -205,6 +223,8 @@ def experiments_file() -> Path:
 class Experiments:
     defaults: dict[str, Any] = field(default_factory=dict)
     named: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # an experiment's `sweep:` block (setting -> list of values, and `seeds:`), for `vae sweep`
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Experiments:
@@ -222,10 +242,12 @@ class Experiments:
         named = data.get("experiments") or {}
         for key, value in defaults.items():
             _coerce(key, value, f"{path} defaults")
+        named = {k: dict(v or {}) for k, v in named.items()}
+        sweeps = {k: body.pop("sweep") or {} for k, body in named.items() if "sweep" in body}
         for name, body in named.items():
-            for key, value in (body or {}).items():
+            for key, value in body.items():
                 _coerce(key, value, f"{path} experiment '{name}'")
-        return cls(defaults=defaults, named={k: v or {} for k, v in named.items()})
+        return cls(defaults=defaults, named=named, sweeps=sweeps)
 
 
 def resolve(

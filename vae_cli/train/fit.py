@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from rich.console import Console
 
 from vae_cli import report, runs
-from vae_cli.config import Config
+from vae_cli.config import Config, run_name
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.train.checkpointing import (
     LAST,
@@ -25,6 +26,7 @@ from vae_cli.train.checkpointing import (
 )
 from vae_cli.train.distributed import RankSeed, ToMainProcess
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
+from vae_cli.train.loggers import extra_loggers, parse_loggers
 from vae_cli.train.module import VAEModule
 from vae_cli.train.sample import sample_images
 from vae_cli.train.trainer import check_devices, make_trainer
@@ -34,34 +36,24 @@ from vae_cli.train.trainer import check_devices, make_trainer
 VERSION_ENV = "VAE_CLI_RUN_VERSION"
 
 
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def make_loggers(
     cfg: Config, version: int | None = None, resume_step: int | None = None
 ) -> tuple[list[Logger], Path]:
     """Loggers writing into a fresh run directory, or into `version` when resuming one."""
+    name = run_name(cfg)
     env = os.environ.get(VERSION_ENV)
     if version is None and env:
         version = int(env)
     if version is None and runs.is_launcher_process():
-        version = runs.claim_version(Path(cfg.runs_dir) / cfg.experiment)
+        version = runs.claim_version(Path(cfg.runs_dir) / name)
     if resume_step is not None:
-        csv: CSVLogger = ResumedCSVLogger(cfg.runs_dir, name=cfg.experiment, version=version,
+        csv: CSVLogger = ResumedCSVLogger(cfg.runs_dir, name=name, version=version,
                                           resume_step=resume_step)  # fmt: skip
     else:
-        csv = CSVLogger(cfg.runs_dir, name=cfg.experiment, version=version)
-    loggers: list[Logger] = [csv]
-    if _tensorboard_available():
-        loggers.append(
-            TensorBoardLogger(cfg.runs_dir, name=cfg.experiment, version=csv.version, default_hp_metric=False)
-        )
-    return loggers, Path(csv.log_dir)
+        csv = CSVLogger(cfg.runs_dir, name=name, version=version)
+    run_dir = Path(csv.log_dir)
+    extra = extra_loggers(parse_loggers(cfg.logger), cfg.runs_dir, name, csv.version, run_dir, cfg.to_dict())
+    return [csv, *extra], run_dir
 
 
 def fit(
@@ -100,6 +92,8 @@ def fit(
 
     ckpt_path, version, resume_step = None, None, None
     if resume is not None:
+        # the run continues in its own folder, whatever name its config would give it today
+        cfg = dataclasses.replace(cfg, runs_dir=str(resume.parent.parent), name=resume.parent.name)
         ckpt_path = resume / runs.CHECKPOINTS / LAST
         version = int(resume.name.removeprefix("version_"))
         resume_step = checkpoint_step(ckpt_path)
