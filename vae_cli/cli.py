@@ -411,7 +411,7 @@ def sweep(
     slurm: list[str] = SLURM_ANY,
     iw_samples: int = IW,
     name: str = typer.Option(
-        None, "--name", help="The sweep's folder under --runs-dir [default: sweep-RUN]."
+        None, "--name", help="The sweep's folder under --runs-dir [default: sweep-EXPERIMENT-KEYS]."
     ),
     out_dir: Path = typer.Option(None, "--out", help="The sweep directory [default: RUNS/NAME]."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where sweeps are written [default: runs]."),
