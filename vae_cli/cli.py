@@ -124,6 +124,12 @@ def train(
     num_nodes: int = typer.Option(None, help="Nodes (multi-node under torchrun or SLURM)."),
     precision: str = typer.Option(None, help="32-true, 16-mixed, bf16-mixed."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
+    name: str = typer.Option(
+        None, "--name", help="The run's folder [default: the experiment, or DATASET-LIKELIHOOD]."
+    ),
+    logger: str = typer.Option(
+        None, "--logger", help="csv,tensorboard,mlflow,wandb [default: csv,tensorboard]."
+    ),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training ELBO."),
     steps_per_call: int = typer.Option(None, help="Optimiser steps per Lightning batch [default: 8]."),
     objective: str = typer.Option(None, help="Training loss: elbo | iwae."),
@@ -139,7 +145,7 @@ def train(
         None, "--resume", help="Continue RUN (a run directory, or `last`) from checkpoints/last.ckpt."
     ),
 ) -> None:
-    """Train a VAE; writes runs/<experiment>/version_<n>/."""
+    """Train a VAE; writes runs/<name>/version_<n>/ (name: --name, the experiment, or DATASET-LIKELIHOOD)."""
     overrides = {
         k: v for k, v in locals().items() if k not in ("ctx", "experiment", "config_file", "smoke", "resume")
     }
@@ -167,7 +173,7 @@ def train(
 
 
 # What may change when resuming: how long to train and on what hardware, not what is trained.
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "accelerator", "devices", "strategy", "num_nodes")
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "accelerator", "devices", "strategy", "num_nodes", "logger")
 
 
 def resume_config(
@@ -388,6 +394,18 @@ def launch_options(launcher: str, jobs: int, slurm: list[str] | None, **flags: A
     return Launch(launcher, jobs, params or None).check()
 
 
+def run_members(target: Path, members: list[Any], iw_samples: int, how: Any) -> None:
+    from vae_cli.sweep.launch import SweepInterrupted
+    from vae_cli.sweep.run import run
+
+    try:
+        run(target, members, iw_samples, how, out)
+    except SweepInterrupted as e:
+        err.print(f"interrupted by {signal.Signals(e.signum).name}: running members saved a checkpoint; "
+                  "re-run the same command to resume", highlight=False)  # fmt: skip
+        raise typer.Exit(128 + e.signum) from None
+
+
 @app.command()
 @friendly
 def sweep(
@@ -431,7 +449,7 @@ def sweep(
     default = f"sweep-{experiment or base.dataset}-{'-'.join(keys) or 'seeds'}"
     target = out_dir or Path(base.runs_dir) / (name or default)
     members = run.plan(target, base, keys, seed_list, iw_samples, "--grid")
-    run.run(target, members, iw_samples, how, out)
+    run_members(target, members, iw_samples, how)
 
 
 @app.command()
@@ -506,7 +524,7 @@ def compare(
         return
     seed_list = sweep_run.grid_from(None, [], seeds)[1]
     members = sweep_run.plan(target, cfg, {"likelihood": names}, seed_list, iw_samples, "--likelihoods")
-    sweep_run.run(target, members, iw_samples, how, out)
+    run_members(target, members, iw_samples, how)
 
 
 # ---------------------------------------------------------------------------- experiments
