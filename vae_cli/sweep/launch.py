@@ -1,7 +1,8 @@
 """Running members: N local processes at once, or a SLURM job array through submitit.
 
-Local: each member is `python -m vae_cli.sweep.member DIR K` in its own session, so that
-the sweep decides which signal reaches it. Torch threads are divided between the N jobs
+Local, --jobs 1: the members run one after the other in this process. --jobs N > 1: each
+member is `python -m vae_cli.sweep.member DIR K` in its own session, so that the sweep
+decides which signal reaches it. Torch threads are divided between the N jobs
 (OMP_NUM_THREADS = cores // N) so that N jobs do not oversubscribe the cores. On SIGINT or
 SIGTERM the sweep forwards SIGTERM to its running members, which save a checkpoint at the
 end of their current step (GracefulStop), and starts no new ones.
@@ -86,6 +87,8 @@ class LocalLauncher:
         return status
 
     def run(self, member_dirs: list[Path], iw_samples: int, report: Report) -> dict[str, str]:
+        if self.jobs == 1:
+            return run_in_process(member_dirs, iw_samples, report)
         env = member_env(self.jobs)
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -103,6 +106,23 @@ class LocalLauncher:
         if self.stopped is not None:
             raise SweepInterrupted(self.stopped)
         return results
+
+
+def run_in_process(member_dirs: list[Path], iw_samples: int, report: Report) -> dict[str, str]:
+    """--jobs 1: one member after the other in this process (no interpreter start per member);
+    SIGINT/SIGTERM reach the running member's GracefulStop, which saves and stops it."""
+    from vae_cli.train.checkpointing import RunInterrupted
+
+    results = {}
+    for member_dir in member_dirs:
+        start = time.perf_counter()
+        try:
+            results[member_dir.name] = run_member(member_dir, iw_samples)
+        except RunInterrupted as e:
+            report(member_dir.name, INTERRUPTED, time.perf_counter() - start)
+            raise SweepInterrupted(e.signum) from None
+        report(member_dir.name, results[member_dir.name], time.perf_counter() - start)
+    return results
 
 
 # ---------------------------------------------------------------------------- SLURM
