@@ -494,24 +494,22 @@ def compare(
     iw_samples: int = IW,
     jobs: int = JOBS,
     launcher: str = LAUNCHER,
-    slurm_partition: str = SLURM_PARTITION,
-    slurm_time: int = SLURM_TIME,
-    slurm_gpus: int = SLURM_GPUS,
-    slurm: list[str] = SLURM_ANY,
+    slurm: list[str] = typer.Option(
+        None, "--slurm", help="KEY=VALUE for submitit (repeatable): slurm_partition=gpu, timeout_min=60, ..."
+    ),
     out_dir: Path = typer.Option(None, "--out", help="Report directory [default: RUNS/compare-DATASET]."),
     runs_dir: str = typer.Option(None, "--runs-dir", help="Where runs are written [default: runs]."),
 ) -> None:
     """A sweep over --likelihoods (x --seeds): one model and data, a table (md, csv, json), figures."""
     skip = ("ctx", "experiment", "config_file", "likelihoods", "run", "iw_samples", "out_dir", "seeds",
-            "jobs", "launcher", "slurm_partition", "slurm_time", "slurm_gpus", "slurm")  # fmt: skip
+            "jobs", "launcher", "slurm")  # fmt: skip
     overrides = {k: v for k, v in locals().items() if k not in skip and k != "skip"}
     if iw_samples < 0:
         raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
     from vae_cli.compare import parse_likelihoods
     from vae_cli.sweep import run as sweep_run
 
-    how = launch_options(launcher, jobs, slurm, slurm_partition=slurm_partition, slurm_time=slurm_time,
-                         slurm_gpus=slurm_gpus)  # fmt: skip
+    how = launch_options(launcher, jobs, slurm)
     cfg = config_mod.resolve(experiment, config_file, overrides)
     names = parse_likelihoods(likelihoods, cfg.dataset)
     if run and (likelihoods or seeds):
