@@ -22,7 +22,8 @@ from vae_cli.config import Config
 from vae_cli.errors import VaeError
 from vae_cli.sweep import aggregate, launch
 from vae_cli.sweep.grid import Member, expand
-from vae_cli.sweep.member import FINISHED, INTERRUPTED, evaluate_into, state, write_member_config
+from vae_cli.sweep.member import FINISHED, INTERRUPTED, PENDING, evaluate_into, state, write_member_config
+from vae_cli.train.loggers import require_packages
 
 SWEEP = "sweep.yaml"
 # Where and how members run, not what they compute: these may differ when a sweep is re-run.
@@ -61,6 +62,8 @@ def plan(
 ) -> list[Member]:  # fmt: skip
     """Validate every member, then create (or check) the sweep directory; nothing runs yet."""
     members = expand(base, grid, seeds, source)
+    for logger in {m.config.logger for m in members}:
+        require_packages(logger)
     record = {
         "grid": grid,
         "seeds": seeds or [base.seed],
@@ -73,7 +76,7 @@ def plan(
     runs.write_atomic(sweep_dir / SWEEP, yaml.safe_dump(record, sort_keys=False))
     for m in members:
         member_dir = sweep_dir / m.name
-        if not (member_dir / "member.yaml").is_file():
+        if state(member_dir)[0] == PENDING:  # not started: today's hardware settings apply
             write_member_config(member_dir, m.config.to_dict())
     return members
 

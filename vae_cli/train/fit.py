@@ -26,7 +26,7 @@ from vae_cli.train.checkpointing import (
 )
 from vae_cli.train.distributed import RankSeed, ToMainProcess
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
-from vae_cli.train.loggers import extra_loggers, parse_loggers
+from vae_cli.train.loggers import extra_loggers, parse_loggers, require_packages
 from vae_cli.train.module import VAEModule
 from vae_cli.train.sample import sample_images
 from vae_cli.train.trainer import check_devices, make_trainer
@@ -71,6 +71,7 @@ def fit(
     """
     console = console or Console(soft_wrap=True)
     check_devices(cfg)
+    require_packages(cfg.logger)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg)
     datamodule.setup("fit")  # fail on missing data before any file is written

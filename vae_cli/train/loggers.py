@@ -34,10 +34,15 @@ def parse_loggers(text: str) -> list[str]:
 
 
 def check_loggers(text: str) -> None:
-    """Unknown names and missing packages, before anything runs."""
+    """Unknown names (part of validating a config)."""
     for name in parse_loggers(text):
         if name not in LOGGERS:
             raise unknown("logger", name, LOGGERS)
+
+
+def require_packages(text: str) -> None:
+    """Missing packages, before a run (or a sweep) starts; not needed to evaluate a finished run."""
+    for name in parse_loggers(text):
         module, install = PACKAGES.get(name, (None, ""))
         if module and importlib.util.find_spec(module) is None:
             raise VaeError(f"--logger {name} needs the {module} package, which is not installed: {install}")
