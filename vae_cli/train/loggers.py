@@ -63,9 +63,10 @@ def extra_loggers(
         # directory (MLflow 3 refuses new plain-file stores).
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / MLFLOW_DB).resolve()}"
         local = "MLFLOW_TRACKING_URI" not in os.environ
+        experiment = str(hparams.get("experiment") or name)
         out.append(
             MLFlowLogger(
-                experiment_name=str(hparams.get("experiment") or name),
+                experiment_name=experiment,
                 run_name=run_label,
                 tracking_uri=uri,
                 artifact_location=(run_dir / "mlflow-artifacts").resolve().as_uri() if local else None,
