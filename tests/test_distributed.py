@@ -19,7 +19,6 @@ from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
 from vae_cli.model import estimators
 from vae_cli.model.vae import VAE
-from vae_cli.train.fit import _tensorboard_available
 
 DDP2 = ("--strategy", "ddp", "--devices", "2", "--accelerator", "cpu")
 
@@ -36,8 +35,8 @@ def test_ddp_training_writes_one_run_directory_once(ddp_run: tuple[Path, str]):
     cwd, stdout = ddp_run
     (run,) = (cwd / "runs" / "quickstart").iterdir()  # both ranks logged into one version
     assert run.name == "version_0"
-    # one TensorBoard file, not one per rank (none where tensorboard is not installed: optional)
-    assert len(list(run.glob("events.out.tfevents.*"))) == int(_tensorboard_available())
+    # one TensorBoard file (on by default), not one per rank
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
     for name in ("config.yaml", "metrics.csv", "samples-mean.png", "elbo.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert stdout.count("training summary") == 1  # rank 1 prints nothing
