@@ -27,6 +27,7 @@ from vae_cli.train.checkpointing import (
 from vae_cli.train.distributed import RankSeed, ToMainProcess
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
 from vae_cli.train.loggers import extra_loggers, parse_loggers, require_packages
+from vae_cli.train.loggers import finish as finish_loggers
 from vae_cli.train.module import VAEModule
 from vae_cli.train.sample import sample_images
 from vae_cli.train.trainer import check_devices, make_trainer
@@ -149,6 +150,7 @@ def _fit_logged(
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
         os.environ.pop(VERSION_ENV, None)
+        finish_loggers(parse_loggers(cfg.logger))
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return run_dir

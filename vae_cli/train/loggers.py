@@ -85,6 +85,16 @@ def extra_loggers(
     return out
 
 
+def finish(names: list[str]) -> None:
+    """Close the W&B run so its file is complete when fit returns (a sweep's next member, a
+    test reading it); Lightning leaves it open until the process exits."""
+    if "wandb" in names:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
 def wandb_logged_in() -> bool:
     """An API key in the environment or in ~/.netrc (where `wandb login` puts it)."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online":
