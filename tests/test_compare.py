@@ -42,7 +42,10 @@ def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = tmp_path / "report"
-    rows = list(csv.DictReader((report / "results.csv").open()))
+    # a sweep over likelihood: results.csv has one row per family (seeds aggregated),
+    # members.csv one row per run
+    assert [r["likelihood"] for r in csv.DictReader((report / "results.csv").open())] == names
+    rows = list(csv.DictReader((report / "members.csv").open()))
     assert [r["likelihood"] for r in rows] == names
     dims = 64  # 8x8 digits
     for r in rows:
@@ -53,17 +56,31 @@ def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
         assert float(r["bpd_iw"]) == pytest.approx(-iw / (dims * math.log(2)) + offset, rel=1e-6)
         assert float(r["recon"]) - float(r["kl"]) == pytest.approx(elbo, abs=1e-3)
         assert 0 <= int(r["active_units"]) <= 4 and float(r["train_wall_s"]) > 0
-        assert (report / "figures" / f"{r['likelihood']}.png").stat().st_size > 0
+        assert (report / "figures" / f"samples-{r['member']}.png").stat().st_size > 0
     md = (report / "results.md").read_text()
     assert md.count("\n| ") == len(names) and "not comparable" in md  # one line per family
     # the same runs again, by directory, without training: identical test numbers
     runs_args = [a for r in rows for a in ("--run", r["run_dir"])]
     again = cli("compare", *runs_args, "--iw-samples", "3", "--out", "report2")
     assert again.exit_code == 0, again.output
-    rows2 = list(csv.DictReader((tmp_path / "report2" / "results.csv").open()))
+    rows2 = list(csv.DictReader((tmp_path / "report2" / "members.csv").open()))
     for a, b in zip(rows, rows2, strict=True):
         assert (a["likelihood"], a["elbo"], a["iw_nll"]) == (b["likelihood"], b["elbo"], b["iw_nll"])
-        assert b["train_wall_s"] == ""
+        assert b["train_wall_s"] == "" and Path(b["run_dir"]) == Path(a["run_dir"]).resolve()
+    # the same run twice: two rows told apart by their run, two figures, one setting with n = 2
+    twice = cli("compare", "--run", rows[0]["run_dir"], "--run", rows[0]["run_dir"], "-k", "3", "--out", "r3")
+    assert twice.exit_code == 0, twice.output
+    members = list(csv.DictReader((tmp_path / "r3" / "members.csv").open()))
+    assert [m["run"] for m in members] == ["0", "1"] and members[0]["elbo"] == members[1]["elbo"]
+    assert len(list((tmp_path / "r3" / "figures").glob("samples-*.png"))) == 2
+    (agg,) = csv.DictReader((tmp_path / "r3" / "results.csv").open())
+    assert agg["n"] == "2" and float(agg["elbo_std"]) == 0.0
+    # re-running the comparison trains nothing: every member is finished
+    again = cli(
+        "compare", "--dataset", "digits", "--likelihoods", ",".join(names), "--max-steps", "5",
+        "--latent-dim", "4", "--hidden-dim", "32", "--iw-samples", "3", "--out", "report",
+    )  # fmt: skip
+    assert again.exit_code == 0 and "3 finished (skipped), 0 to resume, 0 to start" in again.output
 
     # reconstruct from one of those runs: 10 inputs -> 2 x (input row, reconstruction row)
     run_dir = rows[1]["run_dir"]

@@ -6,10 +6,8 @@ import contextlib
 import functools
 import inspect
 import json
-import logging
 import signal
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +21,7 @@ from vae_cli import runs
 from vae_cli import settings as settings_mod
 from vae_cli.errors import Interrupted, VaeError, one_line, translate, unexpected
 from vae_cli.options import with_settings
+from vae_cli.quiet import quiet_lightning
 from vae_cli.settings import MODEL_SETTINGS, RUN_SETTINGS, RunSettings
 
 # Rich markup mode for the help panels (one per settings group); every help text is escaped
@@ -60,6 +59,12 @@ def stopped_training(e: Any) -> None:
     raise typer.Exit(128 + e.signum) from None
 
 
+def stopped_sweep(signum: int) -> None:
+    err.print(f"interrupted by {signal.Signals(signum).name}: running members saved a checkpoint; "
+              "re-run the same command to resume")  # fmt: skip
+    raise typer.Exit(128 + signum) from None
+
+
 def friendly(fn: F) -> F:
     """Every error -> one line on stderr and exit code 2 (--debug shows the traceback instead);
     SIGTERM/SIGINT -> what was kept, and exit 128 + the signal number."""
@@ -79,6 +84,8 @@ def friendly(fn: F) -> F:
             # By name: importing Lightning here would cost every command (`--help` too) its start-up.
             if type(e).__name__ == "RunInterrupted":  # training saved a checkpoint first
                 stopped_training(e)
+            if type(e).__name__ == "SweepInterrupted":  # sweep/launch.py: the members saved theirs
+                stopped_sweep(e.signum)
             if type(e).__name__ == "SIGTERMException":  # Lightning's own SIGTERM handler
                 stopped(signal.SIGTERM)
             if debug:
@@ -119,23 +126,6 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-
-
-def quiet_lightning() -> None:
-    """Lightning's banner lines ("GPU available: ...") say nothing a user asked for.
-
-    Called by the commands that run Lightning, not at start-up: `vae --help` imports no torch."""
-    import pytorch_lightning  # noqa: F401  (it sets its loggers to INFO on import)
-
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    # About self.log's step cadence, counted in Lightning batches; the training means are
-    # logged by the module every log_every_n_steps optimiser steps (fastpath.log_due).
-    warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 
 
 def show_version(value: bool) -> None:
@@ -473,6 +463,96 @@ def latent(
         out.print(f"wrote {path}", markup=False)
 
 
+# ---------------------------------------------------------------------------- sweep
+SLURM_FLAGS = {
+    "slurm_partition": "slurm_partition",
+    "slurm_time": "timeout_min",
+    "slurm_gpus": "gpus_per_node",
+}
+JOBS = typer.Option(1, "--jobs", "-j", help="Members run at once (local: processes; slurm: array tasks).")
+LAUNCHER = typer.Option("local", help="local | slurm (a submitit job array) | submitit-local (tests).")
+SLURM_PARTITION = typer.Option(None, "--slurm-partition", help="SLURM partition.")
+SLURM_TIME = typer.Option(None, "--slurm-time", help="SLURM time limit per member, in minutes.")
+SLURM_GPUS = typer.Option(None, "--slurm-gpus", help="GPUs per member (submitit gpus_per_node).")
+SLURM_ANY = typer.Option(
+    None, "--slurm", help="KEY=VALUE passed to submitit (repeatable), e.g. slurm_account=x."
+)
+IW = typer.Option(100, "--iw-samples", "-k", help="Importance samples K of each member's eval (0: skip).")
+
+
+def launch_options(launcher: str, jobs: int, slurm: list[str] | None, **flags: Any) -> Any:
+    from vae_cli.sweep.run import Launch, parse_pairs
+
+    params = {SLURM_FLAGS[k]: v for k, v in flags.items() if v is not None}
+    params.update(parse_pairs(slurm or [], "--slurm"))
+    return Launch(launcher, jobs, params or None).check()
+
+
+def run_members(target: Path, members: list[Any], iw_samples: int, how: Any) -> None:
+    """Run the members (a signal: SweepInterrupted, which `friendly` reports)."""
+    from vae_cli.sweep.run import run
+
+    quiet_lightning()
+    run(target, members, iw_samples, how, out)
+
+
+@command()
+@with_settings(("runs_dir",), help={"runs_dir": "Where sweeps are written."})
+def sweep(
+    ctx: typer.Context,
+    experiment: str = typer.Option(
+        None, "--experiment", "-e", help="Named experiment (and its sweep: block)."
+    ),
+    config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
+    grid: list[str] = typer.Option(
+        None, "--grid", help="KEY=V1,V2,... a setting and its values (repeatable)."
+    ),
+    seeds: str = typer.Option(
+        None, "--seeds", help="Comma-separated seeds.", show_default="the sweep: block's, or seed"
+    ),
+    set_items: list[str] = typer.Option(None, "--set", help="KEY=VALUE for every member (repeatable)."),
+    jobs: int = JOBS,
+    launcher: str = LAUNCHER,
+    slurm_partition: str = SLURM_PARTITION,
+    slurm_time: int = SLURM_TIME,
+    slurm_gpus: int = SLURM_GPUS,
+    slurm: list[str] = SLURM_ANY,
+    iw_samples: int = IW,
+    name: str = typer.Option(
+        None, "--name", help="The sweep's folder under --runs-dir.", show_default="sweep-EXPERIMENT-KEYS"
+    ),
+    out_dir: Path = typer.Option(None, "--out", help="The sweep directory.", show_default="RUNS/NAME"),
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """Run a grid of settings x seeds; re-running it resumes; ends with the aggregated table."""
+    from vae_cli.sweep import run
+
+    how = launch_options(launcher, jobs, slurm, slurm_partition=slurm_partition, slurm_time=slurm_time,
+                         slurm_gpus=slurm_gpus)  # fmt: skip
+    if iw_samples < 0:
+        raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
+    overrides = {**run.parse_pairs(set_items or [], "--set"), **(settings or {})}
+    base, hardware = settings_mod.resolve_all(experiment, config_file, overrides)
+    keys, seed_list = run.grid_from(experiment, grid or [], seeds)
+    if name is not None:
+        runs.check_name("--name", name)
+    default = f"sweep-{experiment or base.dataset}-{'-'.join(keys) or 'seeds'}"
+    target = out_dir or Path(hardware.runs_dir) / (name or default)
+    members = run.plan(target, base, hardware, keys, seed_list, iw_samples, "--grid")
+    run_members(target, members, iw_samples, how)
+
+
+@command()
+def results(
+    ctx: typer.Context,
+    sweep_dir: Path = typer.Argument(..., help="A folder written by `vae sweep`/`compare`."),
+) -> None:
+    """Reprint a sweep's aggregated table (and rewrite its csv, json, md and plots)."""
+    from vae_cli.sweep.run import show
+
+    show(sweep_dir, out)
+
+
 # ---------------------------------------------------------------------------- compare
 COMPARE_SETTINGS = (
     *("dataset", "data_dir", "arch", "latent_dim", "hidden_dim", "epochs", "max_steps", "batch_size"),
@@ -492,26 +572,42 @@ def compare(
     run: list[Path] = typer.Option(
         None, "--run", help="Compare these existing run directories instead of training (repeatable)."
     ),
-    iw_samples: int = typer.Option(100, "--iw-samples", "-k", help="Importance samples K (0: skip)."),
+    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds: each likelihood once per seed."),
+    iw_samples: int = IW,
+    jobs: int = JOBS,
+    launcher: str = LAUNCHER,
+    slurm: list[str] = typer.Option(
+        None, "--slurm", help="KEY=VALUE for submitit (repeatable): slurm_partition=gpu, timeout_min=60, ..."
+    ),
     out_dir: Path = typer.Option(
         None, "--out", help="Report directory.", show_default="RUNS/compare-DATASET"
     ),
     settings: dict[str, Any] | None = None,
 ) -> None:
-    """Train one model under several likelihoods; write a table (md, csv) and figures."""
+    """A sweep over --likelihoods (x --seeds): one model and data, a table (md, csv, json), figures."""
     settings = settings or {}
     if iw_samples < 0:
         raise VaeError(f"--iw-samples must be >= 0, got {iw_samples}")
-    cfg, hardware = settings_mod.resolve_all(experiment, config_file, settings)
-    quiet_lightning()
-    from vae_cli.compare import parse_likelihoods, run_compare
+    from vae_cli.compare import parse_likelihoods
+    from vae_cli.sweep import run as sweep_run
 
+    how = launch_options(launcher, jobs, slurm)
+    cfg, hardware = settings_mod.resolve_all(experiment, config_file, settings)
     names = parse_likelihoods(likelihoods, cfg.dataset)
-    if run and likelihoods:
-        raise VaeError("pass either --run (existing runs) or --likelihoods (train new ones), not both")
+    if run and (likelihoods or seeds):
+        raise VaeError(
+            "pass either --run (existing runs) or --likelihoods/--seeds (train new ones), not both"
+        )
     target = out_dir or Path(hardware.runs_dir) / f"compare-{cfg.dataset}"
-    run_compare(cfg, names, target, iw_samples, existing=list(run) if run else None,
-                data_dir=settings.get("data_dir"), console=out, run=hardware)  # fmt: skip
+    if run:
+        quiet_lightning()
+        sweep_run.evaluate_existing(target, list(run), iw_samples, out, hardware)
+        return
+    seed_list = sweep_run.grid_from(None, [], seeds)[1]
+    members = sweep_run.plan(
+        target, cfg, hardware, {"likelihood": names}, seed_list, iw_samples, "--likelihoods"
+    )
+    run_members(target, members, iw_samples, how)
 
 
 # ---------------------------------------------------------------------------- experiments

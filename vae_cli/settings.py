@@ -54,6 +54,8 @@ PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true",
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "single_device")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 BINARIZE = ("dynamic", "static", "none")
+# --logger: Lightning's loggers (vae_cli/train/loggers.py builds them; csv is always on).
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
 
 
 @dataclass(frozen=True)
@@ -178,9 +180,19 @@ class RunSettings:
     num_nodes: int = setting(1, "Nodes (multi-node under torchrun or SLURM).", HARDWARE, min=1)
     precision: str = setting("32-true", "Lightning precision.", HARDWARE, choices=PRECISIONS)
     runs_dir: str = setting("runs", "Where runs are written.", OUTPUT, metavar="DIR")
+    # I/O, not the model: a run keeps its folder and may switch loggers when resumed.
+    name: str = setting("", "The run's folder under RUNS_DIR (empty: the experiment, or DATASET-LIKELIHOOD).",
+                        OUTPUT, metavar="NAME")  # fmt: skip
+    logger: str = setting("csv,tensorboard", "Lightning loggers, comma-separated: csv (always on), "
+                          "tensorboard, mlflow, wandb.", OUTPUT, metavar="LIST")  # fmt: skip
 
     def validate(self) -> RunSettings:
         check_all(self)
+        if self.name:
+            check_name("name", self.name)  # a folder under --runs-dir, never a path
+        for logger in (t.strip() for t in self.logger.split(",")):
+            if logger and logger not in LOGGERS:
+                raise unknown("logger", logger, LOGGERS)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,6 +309,17 @@ def split(values: dict[str, Any]) -> tuple[Config, RunSettings]:
     return Config(**model).validate(), RunSettings(**run).validate()
 
 
+def run_name(cfg: Config, run: RunSettings) -> str:
+    """The run's folder under runs_dir: --name, else the experiment, else DATASET-LIKELIHOOD
+    (a dataset given as a PATH contributes its last component: a name, never a path)."""
+    if run.name:
+        return run.name
+    if cfg.experiment != "default":
+        return cfg.experiment
+    dataset = Path(cfg.dataset).name.lstrip(".") or "data"
+    return f"{dataset}-{cfg.likelihood}"
+
+
 def record(cfg: Config, run: RunSettings) -> dict[str, Any]:
     """What config.yaml holds: the model's settings, then the run's in their own section."""
     return {**cfg.to_dict(), RUN_SECTION: run.to_dict()}
@@ -333,6 +356,8 @@ def experiments_files() -> list[Path]:
 class Experiments:
     defaults: dict[str, Any] = field(default_factory=dict)
     named: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # an experiment's `sweep:` block (setting -> list of values, and `seeds:`), for `vae sweep`
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Experiments:
@@ -369,14 +394,21 @@ class Experiments:
                 raise VaeError(
                     f"{path}: experiment '{name}' must be a mapping of key: value, got {type(body).__name__}"
                 )
-            for key, value in (body or {}).items():
+        named = {k: dict(v or {}) for k, v in named.items()}
+        sweeps = {k: body.pop("sweep") or {} for k, body in named.items() if "sweep" in body}
+        for name, body in named.items():
+            for key, value in body.items():
                 coerce(key, value, f"{path} experiment '{name}'")
-        return cls(defaults=defaults, named={k: v or {} for k, v in named.items()})
+        return cls(defaults=defaults, named=named, sweeps=sweeps)
 
     def merge(self, over: Experiments) -> Experiments:
         """`over` on top: its defaults key by key, its experiments whole, by name (an
         experiment of the same name replaces this one's; others are kept)."""
-        return Experiments({**self.defaults, **over.defaults}, {**self.named, **over.named})
+        # an experiment replaced by name takes its sweep: block (or none) with it
+        sweeps = {k: v for k, v in self.sweeps.items() if k not in over.named}
+        return Experiments(
+            {**self.defaults, **over.defaults}, {**self.named, **over.named}, {**sweeps, **over.sweeps}
+        )
 
 
 def layered(

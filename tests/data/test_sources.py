@@ -345,7 +345,7 @@ def test_folder_trains_evaluates_samples_and_reconstructs(tmp_path: Path, stream
                     "--num-workers", "1", cwd=tmp_path)  # fmt: skip
     assert train.returncode == 0, train.stderr
     assert "2 classes" in train.stdout
-    run = tmp_path / "runs" / "default" / "version_0"
+    run = tmp_path / "runs" / "imgs-gaussian" / "version_0"  # DATASET-LIKELIHOOD without -e
     for cmd in (("eval", "--iw-samples", "2"), ("sample", "--n", "4"), ("reconstruct", "--n", "4")):
         done = run_vae(*cmd, run, cwd=tmp_path / "runs")  # another working directory: paths were pinned
         assert done.returncode == 0, done.stderr

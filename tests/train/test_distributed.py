@@ -14,7 +14,6 @@ from conftest import run_vae
 from vae_cli.data.batches import TensorBatches
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.settings import Config
-from vae_cli.train.fit import _tensorboard_available
 from vae_cli.train.module import VAEModule
 from vae_cli.train.scoring import Scorer
 
@@ -34,8 +33,8 @@ def test_ddp_training_writes_one_run_directory_once(ddp_run: tuple[Path, str]):
     cwd, stdout = ddp_run
     (run,) = (cwd / "runs" / "quickstart").iterdir()  # both ranks logged into one version
     assert run.name == "version_0"
-    # one TensorBoard file, not one per rank (none where tensorboard is not installed: optional)
-    assert len(list(run.glob("events.out.tfevents.*"))) == int(_tensorboard_available())
+    # one TensorBoard file (on by default), not one per rank
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
     for name in ("config.yaml", "metrics.csv", "samples-mean.png", "elbo.png", "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert stdout.count("training summary") == 1  # rank 1 prints nothing

@@ -27,7 +27,7 @@ def test_iwae_trains_and_eval_reports_iw_elbo_and_active_units(cli, tmp_path: Pa
     r = cli("train", "--objective", "iwae", "--k", "5", "--epochs", "4", "--latent-dim", "8",
             "--hidden-dim", "64", "--batch-size", "50", "--runs-dir", "runs", "--seed", "1")  # fmt: skip
     assert r.exit_code == 0, r.output
-    run = tmp_path / "runs" / "default" / "version_0"
+    run = tmp_path / "runs" / "digits-bernoulli" / "version_0"  # DATASET-LIKELIHOOD without -e
     iw = [float(row["train/iw_epoch"]) for row in metrics(run) if row.get("train/iw_epoch")]
     assert len(iw) == 4 and iw[-1] > iw[0] + 5, iw  # the IW bound (the objective) went up
 
@@ -55,7 +55,7 @@ def test_two_stochastic_layers_train_eval_and_sample(cli, tmp_path: Path) -> Non
     r = cli("train", "--stochastic-layers", "2", "--objective", "iwae", "--k", "3", "--epochs", "1",
             "--latent-dim", "4", "--hidden-dim", "32", "--runs-dir", "runs")  # fmt: skip
     assert r.exit_code == 0, r.output
-    run = tmp_path / "runs" / "default" / "version_0"
+    run = tmp_path / "runs" / "digits-bernoulli" / "version_0"  # DATASET-LIKELIHOOD without -e
     module = VAEModule.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
     assert module.vae.layer_dims == (8, 4)  # z1 = 2 * latent_dim, z2 = latent_dim
     r = cli("eval", str(run), "--iw-samples", "20")

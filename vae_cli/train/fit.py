@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from rich.console import Console
 
 from vae_cli import report, runs
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.data.sources import pinned
-from vae_cli.settings import Config, RunSettings, record
+from vae_cli.settings import Config, RunSettings, record, run_name
 from vae_cli.train import lightning_private
 from vae_cli.train.checkpointing import (
     LAST,
@@ -31,6 +31,8 @@ from vae_cli.train.checkpointing import (
 )
 from vae_cli.train.distributed import RankSeed
 from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
+from vae_cli.train.loggers import extra_loggers, parse_loggers, require_packages
+from vae_cli.train.loggers import finish as finish_loggers
 from vae_cli.train.module import VAEModule
 from vae_cli.train.pictures import LoggerImages
 from vae_cli.train.sample import SAMPLE_TITLES, sample_images
@@ -42,40 +44,36 @@ from vae_cli.train.trainer import check_devices, make_trainer
 RUN_DIR_ENV = "VAE_CLI_RUN_DIR"
 
 
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def new_run_dir(cfg: Config, runs_dir: str) -> Path:
-    """A fresh runs/<experiment>/version_<n> (claimed atomically by the launching process;
+def new_run_dir(cfg: Config, run: RunSettings) -> Path:
+    """A fresh RUNS/<name>/version_<n> (name: --name, the experiment, or DATASET-LIKELIHOOD;
+    settings.run_name) (claimed atomically by the launching process;
     DDP workers get rank 0's from the environment)."""
     env = os.environ.get(RUN_DIR_ENV)
     if env and not runs.is_launcher_process():  # only workers follow it, never a new command
         return Path(env)
-    experiment_dir = Path(runs_dir) / runs.check_name("experiment", cfg.experiment)
+    experiment_dir = Path(run.runs_dir) / runs.check_name("name", run_name(cfg, run))
     if runs.is_launcher_process():
         return experiment_dir / f"version_{runs.claim_version(experiment_dir)}"
     return experiment_dir / "version_unknown"  # a rank > 0 started by torchrun/srun: writes nothing
 
 
-def make_loggers(run_dir: Path, resume_step: int | None = None) -> list[Logger]:
+def make_loggers(
+    run_dir: Path, resume_step: int | None = None, logger: str = "csv", hparams: dict | None = None
+) -> list[Logger]:
     """Loggers whose log_dir IS run_dir (a run is its directory: wherever it was moved to,
-    a resumed run writes there and nowhere else)."""
+    a resumed run writes there and nowhere else); `logger`: --logger (csv is always on)."""
     where = {"save_dir": str(run_dir.parent), "name": "", "version": run_dir.name}
     if resume_step is not None:
         csv: CSVLogger = ResumedCSVLogger(**where, resume_step=resume_step)
     else:
         csv = CSVLogger(**where)
-    loggers: list[Logger] = [csv]
-    if _tensorboard_available():
-        loggers.append(TensorBoardLogger(**where, default_hp_metric=False))
-    for logger in loggers:
-        if Path(logger.log_dir).resolve() != run_dir.resolve():  # Lightning changed its layout
-            raise RuntimeError(f"{type(logger).__name__} would write to {logger.log_dir}, not {run_dir}")
+    loggers: list[Logger] = [csv, *extra_loggers(parse_loggers(logger), run_dir, hparams or {})]
+    for each in loggers:
+        log_dir = getattr(each, "log_dir", None)  # MLflow has none (a store, or a server)
+        if (
+            log_dir is not None and Path(log_dir).resolve() != run_dir.resolve()
+        ):  # Lightning changed its layout
+            raise RuntimeError(f"{type(each).__name__} would write to {log_dir}, not {run_dir}")
     return loggers
 
 
@@ -97,6 +95,7 @@ def fit(
     run = run or RunSettings()
     console = console or Console(soft_wrap=True)
     check_devices(run)
+    require_packages(run.logger)
     cfg = pinned(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = VAEDataModule(cfg, say=lambda line: console.print(f"data: {line}", markup=False))
@@ -130,8 +129,8 @@ def fit(
         run_dir = resume
     else:
         runs.ensure_writable(Path(run.runs_dir), "--runs-dir")
-        run_dir = new_run_dir(cfg, run.runs_dir)
-    loggers = make_loggers(run_dir, resume_step=resume_step)
+        run_dir = new_run_dir(cfg, run)
+    loggers = make_loggers(run_dir, resume_step, run.logger, record(cfg, run))
     try:
         return _fit_logged(
             cfg, run, module, datamodule, loggers, run_dir, ckpt_path, console, callbacks or []
@@ -184,6 +183,7 @@ def _fit_logged(
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     finally:
         os.environ.pop(RUN_DIR_ENV, None)
+        finish_loggers(parse_loggers(run.logger))
     wall = time.perf_counter() - start
     if not trainer.is_global_zero:
         return run_dir

@@ -1,0 +1,1 @@
+"""Sweeps: grids of settings x seeds, run locally or through submitit, aggregated."""

@@ -1,0 +1,293 @@
+"""A sweep's report: one row per setting (seeds aggregated), as a table, csv, json, md and plots.
+
+Read from the members' directories only (eval.json, error.txt, metrics.csv), so `vae results`
+can reprint it at any time, also while members still run. A member that failed or has not
+finished is listed with its state and error, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from vae_cli import report, runs
+from vae_cli.sweep.member import EVAL, FIGURES, FINISHED, state
+
+# (key, heading) of the aggregated quantities; all in nats per example except bpd and counts
+METRICS = (
+    ("elbo", "ELBO"),
+    ("iw_nll", "IW-NLL"),
+    ("bpd_elbo", "bpd ELBO"),
+    ("bpd_iw", "bpd IW"),
+    ("kl", "KL"),
+    ("active_units", "active"),
+)
+MEMBER_COLUMNS = ("elbo", "iw_nll", "bpd_elbo", "bpd_iw", "recon", "kl", "active_units", "latent_dim",
+                  "train_wall_s", "eval_wall_s", "run_dir")  # fmt: skip
+
+
+@dataclass
+class MemberResult:
+    name: str
+    settings: dict[str, Any]
+    state: str
+    error: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def setting(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((k, v) for k, v in self.settings.items() if k not in ("seed", "run"))
+
+
+@dataclass
+class SettingRow:
+    setting: tuple[tuple[str, Any], ...]
+    n: int
+    stats: dict[str, tuple[float | None, float | None]]  # key -> (mean, std over seeds)
+
+
+def member_values(ev: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one member's eval.json that the report shows."""
+    return {
+        "elbo": ev["elbo"],
+        "iw_nll": -ev["iw"] if "iw" in ev else None,
+        "bpd_elbo": ev["bpd_elbo"],
+        "bpd_iw": ev.get("bpd_iw"),
+        "recon": ev["recon"],
+        "kl": ev["kl"],
+        "active_units": ev.get("active_units"),
+        "latent_dim": sum(ev.get("latent_dims") or [0]) or None,
+        "train_wall_s": ev.get("train_wall_s"),
+        "eval_wall_s": ev.get("wall_time_s"),
+        "run_dir": ev.get("run_dir", ""),
+        "n_examples": ev.get("n_examples"),
+    }
+
+
+def collect(sweep_dir: Path, members: list[dict[str, Any]]) -> list[MemberResult]:
+    out = []
+    for m in members:
+        member_dir = sweep_dir / m["name"]
+        status, detail = state(member_dir)
+        values = {}
+        if status == FINISHED:
+            values = member_values(json.loads((member_dir / EVAL).read_text()))
+            inside = member_dir / Path(values["run_dir"]).name
+            if inside.is_dir():  # the member's own run: found where the sweep is now
+                values["run_dir"] = str(inside)
+        out.append(MemberResult(m["name"], dict(m["settings"]), status, detail, values))
+    return out
+
+
+def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def aggregate(results: list[MemberResult]) -> list[SettingRow]:
+    """One row per setting in the order the grid lists them; means and sample std over seeds."""
+    groups: dict[tuple, list[MemberResult]] = {}
+    for r in results:
+        groups.setdefault(r.setting, []).append(r)
+    rows = []
+    for setting, members in groups.items():
+        done = [m for m in members if m.state == FINISHED]
+        stats = {}
+        for key, _ in METRICS:
+            xs = [float(m.values[key]) for m in done if m.values.get(key) is not None]
+            stats[key] = mean_std(xs)
+        rows.append(SettingRow(setting, len(done), stats))
+    return rows
+
+
+def _num(key: str, x: float | None) -> str:
+    if x is None:
+        return "-"
+    if key.startswith("bpd"):
+        return f"{x:.4f}"
+    return f"{x:.1f}" if key == "active_units" else f"{x:.2f}"
+
+
+def cell(key: str, mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return _num(key, mean) if std is None else f"{_num(key, mean)} ± {_num(key, std)}"
+
+
+def setting_keys(rows: list[SettingRow]) -> list[str]:
+    return list(dict.fromkeys(k for r in rows for k, _ in r.setting)) or ["setting"]
+
+
+def table_cells(rows: list[SettingRow]) -> tuple[list[str], list[list[str]]]:
+    keys = setting_keys(rows)
+    heads = [*keys, "n", *(h for _, h in METRICS)]
+    cells = []
+    for r in rows:
+        s = dict(r.setting)
+        cells.append([*(str(s.get(k, "(base)")) for k in keys), str(r.n),
+                      *(cell(k, *r.stats[k]) for k, _ in METRICS)])  # fmt: skip
+    return heads, cells
+
+
+def rich_table(rows: list[SettingRow], title: str) -> Table:
+    heads, cells = table_cells(rows)
+    table = Table(title=title, header_style="bold")
+    n_keys = len(setting_keys(rows))
+    for i, head in enumerate(heads):
+        table.add_column(head, justify="left" if i < n_keys else "right")
+    for row in cells:
+        table.add_row(*row)
+    return table
+
+
+def unfinished(results: list[MemberResult]) -> list[MemberResult]:
+    return [r for r in results if r.state != FINISHED]
+
+
+def markdown(rows: list[SettingRow], results: list[MemberResult], info: dict[str, Any]) -> str:
+    heads, cells = table_cells(rows)
+    k = info.get("iw_samples")
+    heads = [f"{h} (K={k})" if "IW" in h else h for h in heads]
+    n_keys = len(setting_keys(rows))
+    out = io.StringIO()
+    out.write("| " + " | ".join(heads) + " |\n")
+    out.write("|" + "|".join("---" if i < n_keys else "---:" for i in range(len(heads))) + "|\n")
+    for row in cells:
+        out.write("| " + " | ".join(row) + " |\n")
+    n_test = sorted({r.values["n_examples"] for r in results if r.values.get("n_examples")})
+    out.write(
+        f"\nMean ± sample standard deviation over the n finished seeds of each setting (no ± when "
+        f"n = 1). Test set: {', '.join(map(str, n_test)) or '-'} examples. ELBO, IW-NLL (= minus the "
+        "importance-weighted bound) and KL are in nats per example; bpd = bits/dim of the NLL bound, "
+        "with log2(256) = 8 added for densities on [0, 1] of dequantised (k+u)/256 data, so every "
+        "family that models the 8-bit data is on one scale. active: latent units with "
+        "Cov_x(E_q[z|x]) > 0.01.\n"
+    )
+    if any(k == "likelihood" and v == "bernoulli" for r in rows for k, v in r.setting):
+        out.write(
+            "\nBernoulli scores binarised data, a different data set: its numbers are not comparable "
+            "with the other families'.\n"
+        )
+    missing = unfinished(results)
+    if missing:
+        out.write("\nMembers not in the table:\n\n")
+        for r in missing:
+            out.write(f"- `{r.name}`: {r.state}{': ' + r.error if r.error else ''}\n")
+    if info.get("shared"):
+        out.write("\nShared config: " + ", ".join(f"{k}={v}" for k, v in info["shared"].items()) + ".\n")
+    return out.getvalue()
+
+
+def to_csv(header: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_report(sweep_dir: Path, results: list[MemberResult], info: dict[str, Any]) -> list[Path]:
+    """results.{md,csv,json}, members.csv and the two plots; returns the paths written."""
+    rows = aggregate(results)
+    keys = setting_keys(rows)
+    flat = []
+    for r in rows:
+        d: dict[str, Any] = {k: dict(r.setting).get(k, "") for k in keys}
+        d["n"] = r.n
+        for key, _ in METRICS:
+            d[f"{key}_mean"], d[f"{key}_std"] = r.stats[key]
+        flat.append(d)
+    header = [*keys, "n", *(f"{k}_{s}" for k, _ in METRICS for s in ("mean", "std"))]
+    setting_names = list(dict.fromkeys(k for r in results for k in r.settings))
+    member_rows = [
+        {"member": r.name, **r.settings, "state": r.state, "error": r.error,
+         **{c: r.values.get(c) for c in MEMBER_COLUMNS}}
+        for r in results
+    ]  # fmt: skip
+    member_header = ["member", *setting_names, "state", "error", *MEMBER_COLUMNS]
+    paths = [sweep_dir / n for n in ("results.md", "results.csv", "results.json", "members.csv")]
+    runs.write_atomic(paths[0], markdown(rows, results, info))
+    runs.write_atomic(paths[1], to_csv(header, flat))
+    payload = {**info, "rows": flat, "members": member_rows}
+    runs.write_atomic(paths[2], json.dumps(payload, indent=2) + "\n")
+    runs.write_atomic(paths[3], to_csv(member_header, member_rows))
+    paths += [p for p in (plot_val_curves(results, sweep_dir / FIGURES / "val-elbo.png"),
+                          plot_nll(rows, results, sweep_dir / FIGURES / "nll.png")) if p]  # fmt: skip
+    return paths
+
+
+def label(setting: tuple[tuple[str, Any], ...]) -> str:
+    return ",".join(f"{k}={v}" for k, v in setting) or "(base)"
+
+
+def plot_val_curves(results: list[MemberResult], out: Path) -> Path | None:
+    """Validation ELBO per epoch of every finished member, one colour per setting."""
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
+    for r in results:
+        metrics = Path(r.values.get("run_dir") or "") / "metrics.csv"
+        if r.state != FINISHED or not metrics.is_file():
+            continue
+        points = [(int(m["epoch"]), float(m["val/elbo"])) for m in report.read_metrics(metrics)
+                  if m.get("val/elbo")]  # fmt: skip
+        curves.setdefault(label(r.setting), []).append(points)
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for i, (name, seeds) in enumerate(curves.items()):
+        for j, points in enumerate(seeds):
+            ax.plot([e + 1 for e, _ in points], [v for _, v in points], color=f"C{i % 10}", alpha=0.8,
+                    marker="o", markersize=2, label=name if j == 0 else None)  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation ELBO (nats per example)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_nll(rows: list[SettingRow], results: list[MemberResult], out: Path) -> Path | None:
+    """IW-NLL (or -ELBO without an IW bound) per setting: seeds as dots, mean ± std as a bar."""
+    key = "iw_nll" if any(r.stats["iw_nll"][0] is not None for r in rows) else "elbo"
+    rows = [r for r in rows if r.stats[key][0] is not None]
+    if not rows:
+        return None
+    sign = 1.0 if key == "iw_nll" else -1.0
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.8 * len(rows)), 4), dpi=120)
+    for i, r in enumerate(rows):
+        mean, std = r.stats[key]
+        ax.errorbar([i], [sign * mean], yerr=[std or 0.0], fmt="o", color="C0", capsize=4)  # type: ignore[operator]
+        seeds = [sign * float(m.values[key]) for m in results if m.setting == r.setting
+                 and m.state == FINISHED and m.values.get(key) is not None]  # fmt: skip
+        ax.scatter([i] * len(seeds), seeds, color="C1", s=10, zorder=3)
+    ax.set_xticks(range(len(rows)), [label(r.setting) for r in rows], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(("IW-NLL" if key == "iw_nll" else "-ELBO") + " (nats per example)")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, out)
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp)
+    _pyplot().close(fig)
+    tmp.replace(out)
+    return out
