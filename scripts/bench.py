@@ -3,7 +3,7 @@
 One process, one run, every measurement interleaved (variants and batch sizes rotate within
 each repeat, so a burst of load from elsewhere hits all of them alike), medians over repeats:
 
-  (0) vae train            vae_cli.train.fit.fit, the code path of the CLI: the RichProgressBar,
+  (0) vae train            vae_cli.training.fit.fit, the code path of the CLI: the RichProgressBar,
                            CSV/TensorBoard loggers, checkpoint callback, logging every N steps
   (0c) vae train --compile the same with Config.compile (torch.compile)
   (a) hand-written loop    the same model (784-200-200-50 tanh, Bernoulli), torch.optim.Adam with
@@ -15,7 +15,7 @@ each repeat, so a burst of load from elsewhere hits all of them alike), medians 
 Only steady-state training steps count: the first --warmup steps of each run are excluded and
 the timed window closes at the end of the last step (no validation falls inside it).
 
-It also times `vae eval --iw-samples K` (vae_cli.train.evaluate.evaluate_checkpoint, the code path of
+It also times `vae eval --iw-samples K` (vae_cli.training.evaluate.evaluate_checkpoint, the code path of
 the CLI) on the first --eval-examples test examples and compares it with the raw batched
 forward passes the bound needs (encoder once, decoder for every importance sample, same batch
 and chunk sizes, no Lightning, no torch.distributions).
@@ -52,10 +52,10 @@ from vae_cli.cli import quiet_lightning  # noqa: E402
 from vae_cli.data import registry as data  # noqa: E402
 from vae_cli.data.datamodule import VAEDataModule  # noqa: E402
 from vae_cli.settings import Config, RunSettings  # noqa: E402
-from vae_cli.train import fit as training  # noqa: E402
-from vae_cli.train.evaluate import evaluate_checkpoint  # noqa: E402
-from vae_cli.train.fastpath import NVML_CHECK  # noqa: E402
-from vae_cli.train.load import load_module  # noqa: E402
+from vae_cli.training import fit as training  # noqa: E402
+from vae_cli.training.evaluate import evaluate_checkpoint  # noqa: E402
+from vae_cli.training.fastpath import NVML_CHECK  # noqa: E402
+from vae_cli.training.load import load_module  # noqa: E402
 
 DATASET = "bench"  # registered below with the tensors this run measures on
 
@@ -184,7 +184,7 @@ def run_hand(
     On the device `train` lives on (device-resident on a GPU: the permutation too);
     precision "bf16-mixed" runs the loss under bf16 autocast; compile torch.compiles it."""
     # A script of its own would not import Lightning, whose import sets this variable and
-    # so makes every Adam.step probe NVML (see vae_cli.train.fastpath.NoNvmlProbePerStep).
+    # so makes every Adam.step probe NVML (see vae_cli.training.fastpath.NoNvmlProbePerStep).
     saved = os.environ.pop(NVML_CHECK, None)
     try:
         return _hand_loop(train, batch, warmup, steps, tuned, precision, compile)

@@ -16,7 +16,7 @@ from rich.console import Console
 from vae_cli import settings
 from vae_cli.cli import quiet_lightning
 from vae_cli.errors import VaeError
-from vae_cli.train.fit import fit
+from vae_cli.training.fit import fit
 
 
 def main() -> int:

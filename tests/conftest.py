@@ -18,7 +18,7 @@ from vae_cli.cli import app
 from vae_cli.settings import Config, RunSettings
 
 if TYPE_CHECKING:
-    from vae_cli.train.module import VAEModule
+    from vae_cli.training.module import VAEModule
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = ROOT / "vae_cli" / "experiments.yaml"  # the packaged file, whatever the working directory
@@ -61,7 +61,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ---------------------------------------------------------------- helpers shared by test modules
 def digits_module(**overrides) -> VAEModule:
-    from vae_cli.train.module import VAEModule  # Lightning: only for the tests that need it
+    from vae_cli.training.module import VAEModule  # Lightning: only for the tests that need it
 
     cfg = Config(dataset="digits", latent_dim=4, hidden_dim=32, **overrides).validate()
     return VAEModule(cfg.to_dict()).eval()

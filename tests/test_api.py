@@ -1,4 +1,4 @@
-"""vae_cli.load / vae_cli.fit: the Python API against independent references (2-D quadrature
+"""vae_cli.load / vae_cli.train: the Python API against independent references (2-D quadrature
 of log p(x), closed-form KL, torch.distributions), and `import vae_cli` without torch."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_import_vae_cli_does_not_import_torch() -> None:
     code = (
         "import sys, vae_cli; assert 'torch' not in sys.modules, 'torch imported'; "
-        "f = vae_cli.load; assert 'torch' in sys.modules and callable(f) and callable(vae_cli.fit); "
+        "f = vae_cli.load; assert 'torch' in sys.modules and callable(f) and callable(vae_cli.train); "
         "print(vae_cli.__version__)"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -106,7 +106,7 @@ def test_load_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_fit_rejects_unknown_settings() -> None:
     with pytest.raises(VaeError, match="latent_dims"):
-        vae_cli.fit({"latent_dims": 2})
+        vae_cli.train({"latent_dims": 2})
 
 
 @pytest.mark.slow

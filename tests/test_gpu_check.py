@@ -25,7 +25,7 @@ sys.path.insert(0, str(SCRIPTS))
 import bench  # noqa: E402
 from gpucheck import budget, report  # noqa: E402
 
-from vae_cli.train import schedules  # noqa: E402
+from vae_cli.training import schedules  # noqa: E402
 
 NO_CUDA_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)}
 

@@ -182,7 +182,7 @@ def test_first_checkpoint_failing_leaves_the_run_resumable_from_best(run_copy: P
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_written_files_follow_the_umask(umask: int, tmp_path: Path):
     from vae_cli import runs
-    from vae_cli.train.checkpointing import AtomicCheckpointIO
+    from vae_cli.training.checkpointing import AtomicCheckpointIO
 
     old = os.umask(umask)
     try:
@@ -246,7 +246,7 @@ def test_a_killed_command_exits_nonzero_and_writes_nothing(
     command: str, sig: int, run_copy: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from vae_cli.model import estimators
-    from vae_cli.train import reconstruct, sample
+    from vae_cli.training import reconstruct, sample
 
     target = {"eval": (estimators, "iw_bound"), "sample": (sample, "sample_images"),
               "reconstruct": (reconstruct, "reconstruction_pair")}[command]  # fmt: skip
@@ -339,7 +339,7 @@ def test_running_means_resume_adds_in_the_uninterrupted_order():
     pending batches at the save changed the result in 34 of these 90 cases)."""
     import io
 
-    from vae_cli.train.fastpath import RunningMeans
+    from vae_cli.training.fastpath import RunningMeans
 
     differ = []
     for cut in range(1, 10):

@@ -26,8 +26,8 @@ def test_registries_hold_exactly_the_declared_names():
     from vae_cli.model.build import STOCHASTIC_LAYERS
     from vae_cli.model.likelihoods import LIKELIHOODS
     from vae_cli.model.networks import ARCHITECTURES
-    from vae_cli.train.objectives import OBJECTIVES
-    from vae_cli.train.schedules import SCHEDULES
+    from vae_cli.training.objectives import OBJECTIVES
+    from vae_cli.training.schedules import SCHEDULES
 
     declared = settings.SETTINGS
     assert set(declared["likelihood"].spec.choices) == set(LIKELIHOODS)
@@ -122,8 +122,8 @@ def test_old_checkpoint_with_hardware_hyperparameters_loads(tmp_path: Path):
     """A checkpoint written before the split carries accelerator/devices/... in its hparams."""
     import pytorch_lightning as pl
 
-    from vae_cli.train.load import load_module
-    from vae_cli.train.module import VAEModule
+    from vae_cli.training.load import load_module
+    from vae_cli.training.module import VAEModule
 
     cfg = Config(dataset="digits", latent_dim=3, hidden_dim=8)
     module = VAEModule(cfg.to_dict())

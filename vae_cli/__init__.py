@@ -4,7 +4,7 @@ The Python API (docs/python.md) is imported on first use, so `import vae_cli` (a
 CLI's start-up) does not import torch:
 
     vae_cli.load(path) -> vae_cli.api.Model    a trained run, from its directory or a .ckpt
-    vae_cli.fit(config) -> Path                 train as `vae train` does; the run directory
+    vae_cli.train(config) -> Path               train as `vae train` does; the run directory
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "fit", "load"]
+__all__ = ["Model", "load", "train"]
 
 if TYPE_CHECKING:
-    from vae_cli.api import Model, fit, load
+    from vae_cli.api import Model, load, train
 
 
 def __getattr__(name: str) -> Any:

@@ -6,9 +6,9 @@
     p = model.decode(q.mean)     # p(x|z)
     model.elbo(x), model.iw_bound(x, k=100)              # per example, nats
 
-Loading goes through the CLI's own loader (train/load.py: weights only, map_location cpu),
-so a run trained on a GPU loads on a CPU; `.to("cuda")` moves it back. `vae_cli.fit(config)`
-runs exactly the training of `vae train`. (The function is `fit`, not `train`: `vae_cli.train`
+Loading goes through the CLI's own loader (training/load.py: weights only, map_location cpu),
+so a run trained on a GPU loads on a CPU; `.to("cuda")` moves it back. `vae_cli.train(config)`
+runs exactly the training of `vae train`. (The function is `fit`, not `train`: `vae_cli.training`
 is the training sub-package, and a package attribute cannot be both.)
 See docs/python.md.
 """
@@ -29,7 +29,7 @@ from vae_cli.model import estimators
 from vae_cli.model.likelihoods import Support
 from vae_cli.model.vae import diagonal_gaussian
 from vae_cli.settings import Config, RunSettings
-from vae_cli.train.module import VAEModule
+from vae_cli.training.module import VAEModule
 
 if TYPE_CHECKING:
     from vae_cli.data.datamodule import VAEDataModule
@@ -69,7 +69,7 @@ class Model:
     @functools.cached_property
     def step(self) -> int:
         """The optimiser step at which the checkpoint was saved."""
-        from vae_cli.train.checkpointing import checkpoint_step
+        from vae_cli.training.checkpointing import checkpoint_step
 
         return checkpoint_step(self.checkpoint)
 
@@ -88,8 +88,8 @@ class Model:
 
     @functools.cached_property
     def datamodule(self) -> VAEDataModule:
-        """The run's data, read as `vae eval` reads it (train/load.py), from `data_dir`."""
-        from vae_cli.train.load import datamodule_for
+        """The run's data, read as `vae eval` reads it (training/load.py), from `data_dir`."""
+        from vae_cli.training.load import datamodule_for
 
         return datamodule_for(self.module, {"data_dir": self.data_dir})[1]
 
@@ -158,13 +158,13 @@ def load(path: str | Path, data_dir: str | None = None) -> Model:
 
     data_dir: where `Model.data` finds the dataset, if not where the run was trained.
     """
-    from vae_cli.train.load import load_module
+    from vae_cli.training.load import load_module
 
     ckpt, run_dir = runs.resolve_checkpoint(Path(path), Path("runs"))
     return Model(load_module(ckpt), ckpt, run_dir, data_dir)
 
 
-def fit(
+def train(
     config: Config | dict[str, Any], experiment: str | None = None, run: RunSettings | None = None
 ) -> Path:
     """Train as `vae train` does and return the run directory.
@@ -176,7 +176,7 @@ def fit(
     over run settings in a dict; default: the declared defaults.
     """
     from vae_cli.settings import resolve_all
-    from vae_cli.train.fit import fit as fit_config
+    from vae_cli.training.fit import fit as fit_config
 
     if isinstance(config, Config):
         cfg, hardware = config.validate(), run or RunSettings()
@@ -184,5 +184,5 @@ def fit(
         cfg, given = resolve_all(experiment, None, config)
         hardware = run or given
     run_dir = fit_config(cfg, run=hardware.validate())
-    assert run_dir is not None  # None only for smoke runs, which fit(config) never asks for
+    assert run_dir is not None  # None only for smoke runs, which train(config) never asks for
     return run_dir

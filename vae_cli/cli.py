@@ -52,7 +52,7 @@ def stopped(signum: int) -> None:
 
 
 def stopped_training(e: Any) -> None:
-    """train/checkpointing.RunInterrupted: what was saved and how to continue."""
+    """training/checkpointing.RunInterrupted: what was saved and how to continue."""
     where = e.checkpoint.parent.parent if e.checkpoint else None
     saved = f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
     err.print(f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}")
@@ -206,7 +206,7 @@ def train(
     """
     settings = settings or {}
     quiet_lightning()
-    from vae_cli.train.fit import fit
+    from vae_cli.training.fit import fit
 
     run_dir = None
     if resume is not None:
@@ -223,7 +223,7 @@ def resume_config(
     run settings (flags and defaults, as always; the run stays in its own directory)."""
     import dataclasses
 
-    from vae_cli.train.checkpointing import resolve_resume
+    from vae_cli.training.checkpointing import resolve_resume
 
     fixed = sorted(k for k in settings if k in MODEL_SETTINGS and not MODEL_SETTINGS[k].spec.resumable)
     if experiment or config_file or smoke or fixed:
@@ -287,7 +287,7 @@ def evaluate(
         settings_mod.check(key, value)  # unknown names: "did you mean"
     quiet_lightning()
     from vae_cli import report
-    from vae_cli.train.evaluate import evaluate_checkpoint
+    from vae_cli.training.evaluate import evaluate_checkpoint
 
     ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     runs.ensure_writable(run_dir, "the run directory (eval.json goes there)")
@@ -361,9 +361,9 @@ def sample(
     hardware = run_flags(settings or {})
     quiet_lightning()
     from vae_cli import report
-    from vae_cli.train.checkpointing import checkpoint_step
-    from vae_cli.train.load import load_module
-    from vae_cli.train.sample import SAMPLE_TITLES, sample_on_device
+    from vae_cli.training.checkpointing import checkpoint_step
+    from vae_cli.training.load import load_module
+    from vae_cli.training.sample import SAMPLE_TITLES, sample_on_device
 
     if out_file is not None:
         report.check_image_path(out_file)
@@ -408,9 +408,9 @@ def reconstruct(
     hardware = run_flags(settings)
     quiet_lightning()
     from vae_cli import report
-    from vae_cli.train.checkpointing import checkpoint_step
-    from vae_cli.train.load import load_module
-    from vae_cli.train.reconstruct import default_path, eval_examples, reconstruction_pair
+    from vae_cli.training.checkpointing import checkpoint_step
+    from vae_cli.training.load import load_module
+    from vae_cli.training.reconstruct import default_path, eval_examples, reconstruction_pair
 
     if out_file is not None:
         report.check_image_path(out_file)

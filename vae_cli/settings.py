@@ -54,7 +54,7 @@ PRECISIONS = ("32-true", "32", "64-true", "16-mixed", "bf16-mixed", "bf16-true",
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "single_device")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 BINARIZE = ("dynamic", "static", "none")
-# --logger: Lightning's loggers (vae_cli/train/loggers.py builds them; csv is always on).
+# --logger: Lightning's loggers (vae_cli/training/loggers.py builds them; csv is always on).
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")
 
 
@@ -147,7 +147,7 @@ class Config:
                              choices=("stop", "skip"))  # fmt: skip
     skip_grad_norm: float = setting(0.0, "Also skip updates with a larger gradient norm (vdvae).",
                                     OPTIMISATION, min=0, hint="0: off")  # fmt: skip
-    # with the run, not the process: a resumed run must log the same rows (tests/train/test_checkpointing.py)
+    # with the run, not the process: a resumed run logs the same rows (tests/training/test_checkpointing.py)
     log_every_n_steps: int = setting(50, "Log training means every N optimiser steps.", OUTPUT, min=1)
 
     def validate(self) -> Config:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 JSON_NAME, MD_NAME = "gpu-check.json", "gpu-check.md"
-# The IWAE paper's schedule: 3^i epochs at stage i = 0..7 (vae_cli.train.schedules.IWAE_STAGES).
+# The IWAE paper's schedule: 3^i epochs at stage i = 0..7 (vae_cli.training.schedules.IWAE_STAGES).
 PAPER_STAGES = 8
 PAPER_EPOCHS = sum(3**i for i in range(PAPER_STAGES))
 # Issue 17's goal for `vae train` on the GPU, measured side by side.

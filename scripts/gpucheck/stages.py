@@ -26,8 +26,8 @@ from gpucheck.report import HAND, PLAIN, RAW, VAE, VAE_EVAL
 from vae_cli import config
 from vae_cli.cli import quiet_lightning
 from vae_cli.settings import RunSettings
-from vae_cli.train import fit as training
-from vae_cli.train.evaluate import evaluate_checkpoint
+from vae_cli.training import fit as training
+from vae_cli.training.evaluate import evaluate_checkpoint
 
 Emit = Callable[..., None]
 VAL = 5000  # bench.register_tensors' validation split, as MNIST's

@@ -16,7 +16,7 @@ from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.data.registry import DATASETS
 from vae_cli.model.likelihoods import LIKELIHOODS
-from vae_cli.train.evaluate import protocol
+from vae_cli.training.evaluate import protocol
 
 VAL_SIZES = (None, 100, 300)
 

@@ -111,7 +111,7 @@ class LocalLauncher:
 def run_in_process(member_dirs: list[Path], iw_samples: int, report: Report) -> dict[str, str]:
     """--jobs 1: one member after the other in this process (no interpreter start per member);
     SIGINT/SIGTERM reach the running member's GracefulStop, which saves and stops it."""
-    from vae_cli.train.checkpointing import RunInterrupted
+    from vae_cli.training.checkpointing import RunInterrupted
 
     results = {}
     for member_dir in member_dirs:

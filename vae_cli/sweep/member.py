@@ -81,7 +81,7 @@ def run_member(member_dir: Path | str, iw_samples: int) -> str:
     A failure is recorded in error.txt (one line) and error.log (the traceback) and returned
     as "failed"; an interrupting signal propagates (RunInterrupted) after the checkpoint is saved.
     """
-    from vae_cli.train.checkpointing import RunInterrupted
+    from vae_cli.training.checkpointing import RunInterrupted
 
     member_dir = Path(member_dir)
     if state(member_dir)[0] == FINISHED:
@@ -102,7 +102,7 @@ def run_member(member_dir: Path | str, iw_samples: int) -> str:
 
 def _train_and_evaluate(member_dir: Path, iw_samples: int) -> None:
     from vae_cli import settings as settings_mod
-    from vae_cli.train.fit import fit
+    from vae_cli.training.fit import fit
 
     source = str(member_dir / MEMBER)
     saved = settings_mod.flatten(settings_mod.read_yaml(member_dir / MEMBER))
@@ -128,8 +128,8 @@ def evaluate_into(
 ) -> dict:
     """`vae eval`'s numbers for run_dir, stored as member_dir/eval.json, plus the sample figure.
     `run`: the RunSettings (hardware) to evaluate with (default: RunSettings())."""
-    from vae_cli.train.evaluate import evaluate_checkpoint
-    from vae_cli.train.load import load_module
+    from vae_cli.training.evaluate import evaluate_checkpoint
+    from vae_cli.training.load import load_module
 
     ckpt = runs.checkpoint_in(run_dir)
     chunk = min(iw_samples, 100) or 1
@@ -140,7 +140,7 @@ def evaluate_into(
     figure = member_dir.parent / FIGURES / f"samples-{member_dir.name}.png"
     module = load_module(ckpt, run_dir)
     from vae_cli.report import run_caption
-    from vae_cli.train.checkpointing import checkpoint_step
+    from vae_cli.training.checkpointing import checkpoint_step
 
     caption = run_caption(run_dir, module.cfg.likelihood, checkpoint_step(ckpt), member_dir.name)
     save_samples_figure(module, figure, caption=caption)
@@ -152,7 +152,7 @@ def save_samples_figure(module: Any, path: Path, n: int = 64, seed: int = 0, cap
     """Two titled panels decoded from the same n prior draws, E[x|z] beside x ~ p(x|z), under
     the member's caption; written by report.save_panels (the one figure writer)."""
     from vae_cli.report import Panel, save_panels
-    from vae_cli.train.sample import SAMPLE_TITLES, sample_images
+    from vae_cli.training.sample import SAMPLE_TITLES, sample_images
 
     panels = [Panel(sample_images(module, n, s, seed=seed), SAMPLE_TITLES[s], 8) for s in (False, True)]
     return save_panels(panels, path, caption)
@@ -176,7 +176,7 @@ def set_threads() -> None:
 
 def main(argv: list[str]) -> int:
     from vae_cli.quiet import quiet_lightning
-    from vae_cli.train.checkpointing import RunInterrupted
+    from vae_cli.training.checkpointing import RunInterrupted
 
     if len(argv) != 2:
         print("usage: python -m vae_cli.sweep.member MEMBER_DIR IW_SAMPLES", file=sys.stderr)

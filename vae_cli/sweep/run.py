@@ -23,7 +23,7 @@ from vae_cli.settings import Config, RunSettings, record
 from vae_cli.sweep import aggregate, launch
 from vae_cli.sweep.grid import Member, expand
 from vae_cli.sweep.member import FINISHED, INTERRUPTED, PENDING, evaluate_into, state, write_member_config
-from vae_cli.train.loggers import require_packages
+from vae_cli.training.loggers import require_packages
 
 SWEEP = "sweep.yaml"
 # Where and how members run, not what they compute: these may differ when a sweep is re-run
@@ -137,7 +137,7 @@ def evaluate_existing(
     hardware: RunSettings | None = None,
 ) -> list[aggregate.MemberResult]:
     """`vae compare --run A --run B`: existing runs as members; evaluated into OUT, not into the runs."""
-    from vae_cli.train.load import load_module
+    from vae_cli.training.load import load_module
 
     members, datasets = [], set()
     for i, run_dir in enumerate(run_dirs):

@@ -8,7 +8,7 @@ from torch import Tensor
 from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
 from vae_cli.settings import RunSettings
-from vae_cli.train.module import VAEModule
+from vae_cli.training.module import VAEModule
 
 # Panel titles of the two ways to show a prior draw, keyed by `stochastic`.
 SAMPLE_TITLES = {False: "decoder means E[x|z], z ~ p(z)", True: "samples x ~ p(x|z), z ~ p(z)"}

@@ -14,8 +14,8 @@ from conftest import run_vae
 from vae_cli.data.batches import TensorBatches
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.settings import Config
-from vae_cli.train.module import VAEModule
-from vae_cli.train.scoring import Scorer
+from vae_cli.training.module import VAEModule
+from vae_cli.training.scoring import Scorer
 
 DDP2 = ("--strategy", "ddp", "--devices", "2", "--accelerator", "cpu")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae_cli.train.module import VAEModule
+from vae_cli.training.module import VAEModule
 
 torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared CPU
 

@@ -17,8 +17,8 @@ from torchmetrics import SumMetric
 
 from vae_cli.data.batches import eval_batch_index
 from vae_cli.model import activity, estimators
-from vae_cli.train.distributed import eval_noise
-from vae_cli.train.module import TERMS, VAEModule, fresh_states
+from vae_cli.training.distributed import eval_noise
+from vae_cli.training.module import TERMS, VAEModule, fresh_states
 
 ACTIVE_PREFIX = "active_units/z"  # one logged scalar per stochastic layer: active_units/z1, ...
 

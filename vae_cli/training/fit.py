@@ -15,8 +15,8 @@ from vae_cli import report, runs
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.data.sources import pinned
 from vae_cli.settings import Config, RunSettings, record, run_name
-from vae_cli.train import lightning_private
-from vae_cli.train.checkpointing import (
+from vae_cli.training import lightning_private
+from vae_cli.training.checkpointing import (
     LAST,
     AtomicCheckpointIO,
     EpochSums,
@@ -29,15 +29,15 @@ from vae_cli.train.checkpointing import (
     read_checkpoint,
     resume_checkpoint,
 )
-from vae_cli.train.distributed import RankSeed
-from vae_cli.train.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
-from vae_cli.train.loggers import extra_loggers, parse_loggers, require_packages
-from vae_cli.train.loggers import finish as finish_loggers
-from vae_cli.train.module import VAEModule
-from vae_cli.train.pictures import LoggerImages
-from vae_cli.train.sample import SAMPLE_TITLES, sample_images
-from vae_cli.train.scoring import Scorer
-from vae_cli.train.trainer import check_devices, make_trainer
+from vae_cli.training.distributed import RankSeed
+from vae_cli.training.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
+from vae_cli.training.loggers import extra_loggers, parse_loggers, require_packages
+from vae_cli.training.loggers import finish as finish_loggers
+from vae_cli.training.module import VAEModule
+from vae_cli.training.pictures import LoggerImages
+from vae_cli.training.sample import SAMPLE_TITLES, sample_images
+from vae_cli.training.scoring import Scorer
+from vae_cli.training.trainer import check_devices, make_trainer
 
 # DDP re-runs the command in each worker process; they must all log into the run directory
 # that rank 0 created rather than each picking "the next free one".

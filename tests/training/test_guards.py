@@ -1,4 +1,4 @@
-"""train/guards.py: NaNs and infinities stop (or skip) training and never reach a checkpoint."""
+"""training/guards.py: NaNs and infinities stop (or skip) training and never reach a checkpoint."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_nan_skip_drops_the_update_and_finishes(fault: str, request: pytest.Fixt
 
 def test_nan_weights_are_never_written(tmp_path: Path):
     from vae_cli.errors import VaeError
-    from vae_cli.train.checkpointing import AtomicCheckpointIO
+    from vae_cli.training.checkpointing import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -99,7 +99,7 @@ def test_nan_weights_are_never_written(tmp_path: Path):
 def test_guard_catches_a_nonfinite_gradient_behind_a_finite_loss(mode: str, skip_grad_norm: float):
     """Where the guard reads the gradients (skip mode, or a norm threshold) one NaN among
     many is caught before the update; a large finite norm is skipped in either mode."""
-    from vae_cli.train.guards import NonFiniteError, NonFiniteGuard
+    from vae_cli.training.guards import NonFiniteError, NonFiniteGuard
 
     params = [torch.nn.Parameter(torch.zeros(s)) for s in ((200, 784), (200,), (3, 3))]
     opt = torch.optim.SGD(params, lr=0.1)

@@ -1,4 +1,4 @@
-"""train/pictures.py: sample and reconstruction grids reach TensorBoard at each validation."""
+"""training/pictures.py: sample and reconstruction grids reach TensorBoard at each validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""train/fastpath.py and the several-steps-per-batch module: logged means are exact per-example
+"""training/fastpath.py and the several-steps-per-batch module: logged means are exact per-example
 means, steps_per_call changes speed not training, max_steps and the progress bar count steps."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from conftest import cpu, read_rows, small_run
 
 from vae_cli.config import Config
 from vae_cli.model import estimators
-from vae_cli.train import fit as training
-from vae_cli.train.fastpath import RunningMeans, ThrottledRichProgressBar
+from vae_cli.training import fit as training
+from vae_cli.training.fastpath import RunningMeans, ThrottledRichProgressBar
 
 
 def test_running_means_are_means_over_examples_not_batches():

@@ -17,10 +17,10 @@ from vae_cli.data.registry import lookup
 from vae_cli.data.support import bits_offset
 from vae_cli.model import estimators
 from vae_cli.model.build import build as build_model
-from vae_cli.train import fastpath, guards, lightning_private, schedules
-from vae_cli.train.distributed import eval_noise
-from vae_cli.train.objectives import OBJECTIVES
-from vae_cli.train.objectives import TERMS as OBJECTIVE_TERMS
+from vae_cli.training import fastpath, guards, lightning_private, schedules
+from vae_cli.training.distributed import eval_noise
+from vae_cli.training.objectives import OBJECTIVES
+from vae_cli.training.objectives import TERMS as OBJECTIVE_TERMS
 
 TERMS = ("elbo", "recon", "kl")
 GUARD_KEY = "vae_cli_nonfinite_guard"

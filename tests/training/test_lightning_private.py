@@ -1,4 +1,4 @@
-"""The Lightning internals vae-cli relies on (vae_cli/train/lightning_private.py) still exist.
+"""The Lightning internals vae-cli relies on (vae_cli/training/lightning_private.py) still exist.
 
 If one of these fails after a Lightning upgrade, the message names the attribute: fix
 lightning_private.py (and only it), then docs/performance.md."""
@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from vae_cli.train import lightning_private
+from vae_cli.training import lightning_private
 
 
 class Tiny(pl.LightningModule):
@@ -72,7 +72,7 @@ def test_the_private_loop_attributes_exist(tmp_path: Path):
     for owner, name in ((loop, "_batches_that_stepped"), (loop, "batch_progress")):
         assert hasattr(owner, name), (
             f"Lightning {pl.__version__} no longer has fit_loop.epoch_loop.{name}: "
-            f"update vae_cli/train/lightning_private.py"
+            f"update vae_cli/training/lightning_private.py"
         )
 
 

@@ -1,4 +1,4 @@
-"""train/module.py: `--compile` trains."""
+"""training/module.py: `--compile` trains."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from conftest import cpu, read_rows
 
 from vae_cli.config import Config
-from vae_cli.train import fit as training
-from vae_cli.train.load import load_module
+from vae_cli.training import fit as training
+from vae_cli.training.load import load_module
 
 
 def compile_unavailable() -> str | None:

@@ -14,8 +14,8 @@ from typing import Any
 from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
-from vae_cli.train.checkpointing import check_same_model, read_checkpoint
-from vae_cli.train.module import VAEModule
+from vae_cli.training.checkpointing import check_same_model, read_checkpoint
+from vae_cli.training.module import VAEModule
 
 
 @dataclass(frozen=True)

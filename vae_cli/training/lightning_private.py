@@ -3,7 +3,7 @@
 The fast path takes several optimiser steps per Lightning batch (data.TensorBatches,
 VAEModule.training_step), and eval/fit must work under ddp_spawn. Lightning has no public
 API for the few things below; each is a one-liner here so that a Lightning upgrade breaks
-one module, and tests/train/test_lightning_private.py says loudly which attribute moved.
+one module, and tests/training/test_lightning_private.py says loudly which attribute moved.
 Everything else (callbacks, loggers, progress-bar properties, the optimizer wrapper,
 manual_backward, lr_scheduler_configs) is public API.
 """

@@ -1,4 +1,4 @@
-"""train/checkpointing.py: kill-and-resume equals an uninterrupted run; eval and sample leave
+"""training/checkpointing.py: kill-and-resume equals an uninterrupted run; eval and sample leave
 the checkpoint alone."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""train/objectives.py: KL warm-up and beta, the IWAE objective, bad objective settings."""
+"""training/objectives.py: KL warm-up and beta, the IWAE objective, bad objective settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from conftest import binary_batch, digits_module
 from vae_cli.config import resolve
 from vae_cli.errors import VaeError
 from vae_cli.model import estimators
-from vae_cli.train import objectives
+from vae_cli.training import objectives
 
 
 # ---------------------------------------------------------------- objectives and schedule

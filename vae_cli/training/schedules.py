@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from vae_cli.train import fastpath
+from vae_cli.training import fastpath
 
 if TYPE_CHECKING:  # a registry is a leaf: it takes a config, it never imports one
     from vae_cli.settings import Config

@@ -37,7 +37,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from vae_cli import runs
 from vae_cli.errors import Interrupted, VaeError
-from vae_cli.train import lightning_private
+from vae_cli.training import lightning_private
 
 LAST = "last.ckpt"
 

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from vae_cli.data.support import to_image
 from vae_cli.errors import VaeError
-from vae_cli.train.load import datamodule_for
-from vae_cli.train.module import VAEModule
+from vae_cli.training.load import datamodule_for
+from vae_cli.training.module import VAEModule
 
 
 def eval_examples(module: VAEModule, n: int, split: str = "test", overrides: dict[str, Any] | None = None):

@@ -1,10 +1,10 @@
-"""train/reconstruct.py: inputs above their reconstructions."""
+"""training/reconstruct.py: inputs above their reconstructions."""
 
 from __future__ import annotations
 
 import torch
 
-from vae_cli.train.reconstruct import interleave
+from vae_cli.training.reconstruct import interleave
 
 
 def test_interleave_puts_inputs_above_reconstructions():

@@ -1,4 +1,4 @@
-"""train/schedules.py: the IWAE paper's schedule; epoch schedules are stepped and survive a resume."""
+"""training/schedules.py: the IWAE paper's schedule; epoch schedules are stepped and survive a resume."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import pytorch_lightning as pl
 from conftest import cpu, digits_module, small_run
 
-from vae_cli.train import fit as training
-from vae_cli.train import schedules
+from vae_cli.training import fit as training
+from vae_cli.training import schedules
 
 # ---------------------------------------------------------------- several steps per Lightning batch
 

@@ -12,9 +12,9 @@ from pytorch_lightning.callbacks import RichProgressBar
 
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.settings import Config, RunSettings
-from vae_cli.train.load import LoadedRun, load_run
-from vae_cli.train.scoring import Scorer, unpack
-from vae_cli.train.trainer import make_trainer
+from vae_cli.training.load import LoadedRun, load_run
+from vae_cli.training.scoring import Scorer, unpack
+from vae_cli.training.trainer import make_trainer
 
 
 def evaluate_checkpoint(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vae_cli.train import loggers
+from vae_cli.training import loggers
 
 TINY = ("--epochs", "2", "--latent-dim", "2", "--hidden-dim", "8", "--accelerator", "cpu")
 
