@@ -55,6 +55,8 @@ def stopped_training(e: Any) -> None:
     """training/checkpointing.RunInterrupted: what was saved and how to continue."""
     where = e.checkpoint.parent.parent if e.checkpoint else None
     saved = f"saved {e.checkpoint}; continue with `vae train --resume {where}`" if where else "nothing saved"
+    if e.complete:
+        saved = f"the run had finished and wrote its results{f' in {where}' if where else ''}"
     err.print(f"interrupted by {signal.Signals(e.signum).name} after step {e.step}: {saved}")
     raise typer.Exit(128 + e.signum) from None
 
@@ -66,7 +68,8 @@ def stopped_sweep(signum: int) -> None:
 
 
 def friendly(fn: F) -> F:
-    """Every error -> one line on stderr and exit code 2 (--debug shows the traceback instead);
+    """Every error -> one line on stderr, exit code 2 (1 for an unforeseen error, a bug;
+    --debug shows the traceback instead);
     SIGTERM/SIGINT -> what was kept, and exit 128 + the signal number."""
 
     @functools.wraps(fn)
@@ -90,9 +93,11 @@ def friendly(fn: F) -> F:
                 stopped(signal.SIGTERM)
             if debug:
                 raise
-            known = translate(e) or unexpected(e)
-            err.print(styled("error:", "bold red", one_line(str(known))), highlight=False)
-            raise typer.Exit(2) from None
+            known = translate(e)
+            # 2: an input or an environment the user can fix; 1: a bug nobody foresaw.
+            shown, code = (known, 2) if known is not None else (unexpected(e), 1)
+            err.print(styled("error:", "bold red", one_line(str(shown))), highlight=False)
+            raise typer.Exit(code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -179,6 +179,9 @@ class RunSettings:
     strategy: str = setting("auto", "Lightning strategy.", HARDWARE, choices=STRATEGIES)
     num_nodes: int = setting(1, "Nodes (multi-node under torchrun or SLURM).", HARDWARE, min=1)
     precision: str = setting("32-true", "Lightning precision.", HARDWARE, choices=PRECISIONS)
+    time_limit: float = setting(0.0, "Minutes this process may train; then it validates, saves a "
+                                "resumable checkpoint and stops (per process: a resumed run gets the "
+                                "whole limit again).", OPTIMISATION, min=0, hint="0: no limit")  # fmt: skip
     runs_dir: str = setting("runs", "Where runs are written.", OUTPUT, metavar="DIR")
     # I/O, not the model: a run keeps its folder and may switch loggers when resumed.
     name: str = setting("", "The run's folder under RUNS_DIR (empty: the experiment, or DATASET-LIKELIHOOD).",

@@ -4,6 +4,7 @@ the checkpoint alone."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
 import signal
@@ -13,11 +14,14 @@ import time
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from conftest import EXPERIMENTS, ROOT, run_vae
+from conftest import EXPERIMENTS, ROOT, cpu, run_vae, small_run
 from typer.testing import CliRunner
 
 from vae_cli.cli import app
+from vae_cli.training.checkpointing import RunInterrupted, finished
+from vae_cli.training.fit import fit
 
 # Long enough that a signal sent just after the first epoch's checkpoint always lands
 # mid-training, also on an idle machine (a 26-step quickstart epoch takes ~0.1 s there).
@@ -110,3 +114,89 @@ def test_eval_and_sample_leave_the_checkpoint_alone(reference: Path, tmp_path: P
     assert runner.invoke(app, ["sample", str(reference), "--out", str(tmp_path / "s.png")]).exit_code == 0
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in ckpts} == digest
     assert {p.name: p.stat().st_mtime_ns for p in ckpts} == mtimes
+
+
+# ---------------------------------------------------------------------------- how a run ends
+class SignalAt(pl.Callback):
+    """Sends this process `sig` once, at the end of the Lightning batch that reaches optimiser
+    step `step` (GracefulStop's handler, installed at on_train_start, receives it as a real
+    signal would arrive; a batch may hold several steps: --steps-per-call)."""
+
+    def __init__(self, step: int, sig: int = signal.SIGTERM) -> None:
+        self.step, self.sig, self.sent = step, sig, False
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step >= self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.sig)
+
+
+def end_files(run: Path) -> set[str]:
+    return {p.name for p in run.iterdir()} & {"samples-mean.png", "samples-stochastic.png", "elbo.png"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["epochs", "max_steps"])
+def test_a_signal_on_the_runs_last_step_lets_it_finish_then_reports_it(stop: str, tmp_path: Path):
+    """The last step of the last epoch, or the --max-steps step mid-epoch: the run validates,
+    saves and writes its figures, then stops with the signal (exit 143, `complete`)."""
+    steps_per_epoch = -(-1257 // 50)
+    cfg = small_run(tmp_path, "end", epochs=2, **({"max_steps": 30} if stop == "max_steps" else {}))
+    final = 30 if stop == "max_steps" else 2 * steps_per_epoch
+    with pytest.raises(RunInterrupted) as e:
+        fit(cfg, run=cpu(tmp_path), callbacks=[SignalAt(final)])
+    assert e.value.complete and e.value.step == final
+    run = tmp_path / "end" / "version_0"
+    assert end_files(run) == {"samples-mean.png", "samples-stochastic.png", "elbo.png"}
+    assert last(run)["global_step"] == final
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] == final  # validated at the final step, not only at an epoch end
+    assert finished(last(run), cfg.epochs, cfg.max_steps)
+
+
+@pytest.mark.slow
+def test_a_signal_mid_run_still_stops_it_unfinished(tmp_path: Path):
+    """The counterpart: a signal one step before the end is an interruption, not an ending."""
+    cfg = small_run(tmp_path, "mid", epochs=1)
+    with pytest.raises(RunInterrupted) as e:
+        fit(cfg, run=cpu(tmp_path), callbacks=[SignalAt(5)])
+    assert not e.value.complete and 5 <= e.value.step < -(-1257 // 50)
+    run = tmp_path / "mid" / "version_0"
+    assert end_files(run) == set()
+    assert not finished(last(run), cfg.epochs, cfg.max_steps)
+
+
+@pytest.mark.slow
+def test_a_time_limit_validates_saves_and_resumes_with_the_whole_limit_again(tmp_path: Path):
+    cfg = small_run(tmp_path, "timed", epochs=2)
+    limited = dataclasses.replace(cpu(tmp_path), time_limit=1e-7)  # fires after the first step
+    run = fit(cfg, run=limited)
+    assert run is not None
+    state = last(run)
+    first = state["global_step"]  # the first Lightning batch's steps (--steps-per-call)
+    assert 1 <= first < 2 * -(-1257 // 50)
+    assert not finished(state, cfg.epochs, cfg.max_steps)  # so --resume continues it
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] == first  # the validation ran at the stop, mid-epoch
+    # Per process: Lightning's Timer would restore the time spent and stop at once; ours
+    # gives the resumed process the limit again, so it trains one more batch.
+    fit(cfg, run=limited, resume=run)
+    assert first < last(run)["global_step"] <= 2 * first
+    fit(cfg, run=cpu(tmp_path), resume=run)  # no limit: to the end
+    assert finished(last(run), cfg.epochs, cfg.max_steps)
+
+
+@pytest.mark.slow
+def test_a_max_steps_run_extended_by_resume_continues_its_epoch_exactly(tmp_path: Path):
+    """Stopping mid-epoch at --max-steps and resuming without it ends with the weights of an
+    uninterrupted run: the resume point is the stop step, not Lightning's "epoch done" save
+    after the stop's validation (which would skip the rest of the epoch)."""
+    whole = fit(small_run(tmp_path, "whole", epochs=1), run=cpu(tmp_path))
+    part = fit(small_run(tmp_path, "part", epochs=1, max_steps=8), run=cpu(tmp_path))
+    assert whole is not None and part is not None
+    assert last(part)["global_step"] == 8
+    fit(small_run(tmp_path, "part", epochs=1), run=cpu(tmp_path), resume=part)
+    a, b = last(whole), last(part)
+    assert a["global_step"] == b["global_step"] == -(-1257 // 50)
+    for name, ref in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], ref, rtol=1e-5, atol=1e-6)

@@ -25,6 +25,7 @@ import csv
 import os
 import random
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, Timer
 from pytorch_lightning.loggers import CSVLogger
 
 from vae_cli import runs
@@ -43,10 +44,13 @@ LAST = "last.ckpt"
 
 
 class RunInterrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint; the CLI exits 128 + signum."""
+    """Training stopped on a signal after saving a checkpoint; the CLI exits 128 + signum.
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+    complete: the signal came during the run's last step or validation, so the run finished
+    (checkpoints, figures and summary written) before stopping."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None, complete: bool = False) -> None:
+        self.signum, self.step, self.checkpoint, self.complete = signum, step, checkpoint, complete
         super().__init__(f"{signal.Signals(signum).name} at step {step}")
 
 
@@ -140,9 +144,11 @@ class EpochSums(Callback):
 class GracefulStop(Callback):
     """On SIGTERM/SIGINT: finish the current step, save last.ckpt, stop with RunInterrupted.
 
-    A signal on the last batch of an epoch waits for that epoch's validation, whose
-    ModelCheckpoint save of last.ckpt is then the resume point (resuming from a save on the
-    epoch's last batch would skip that validation and so change the metrics).
+    A signal on the last batch of an epoch (or on the --max-steps step) waits for the
+    validation that follows, whose ModelCheckpoint save of last.ckpt is then the resume point
+    (resuming from a save on that batch would skip the validation and so change the
+    metrics). A signal that lands when the run is ending anyway lets it end: the caller
+    writes the end-of-run files and then reports the signal (`complete=True`).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -190,13 +196,42 @@ class GracefulStop(Callback):
             return
         if lightning_private.batches_done_this_epoch(trainer) >= trainer.num_training_batches:
             return  # the epoch's last batch: on_train_epoch_end stops, after validation
+        if 0 < trainer.max_steps <= trainer.global_step:
+            return  # the run's last step: it validates, saves and ends by itself
         self._stop(trainer, save=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is not None:
-            # ModelCheckpoint saved last.ckpt at the end of this epoch's validation; the RNG
-            # state has not moved since, so that file is the exact resume point.
-            self._stop(trainer, save=False)
+        if self.received is None or run_complete(trainer):
+            return  # nothing received, or the run ends here anyway: the caller reports the signal
+        # ModelCheckpoint saved last.ckpt at the end of this epoch's validation; the RNG
+        # state has not moved since, so that file is the exact resume point.
+        self._stop(trainer, save=False)
+
+
+def run_complete(trainer: pl.Trainer) -> bool:
+    """At the end of an epoch: is this the run's last one (--epochs or --max-steps reached)?"""
+    last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+    return last_epoch or 0 < trainer.max_steps <= trainer.global_step
+
+
+class ProcessTimer(Timer):
+    """Lightning's Timer for --time-limit (its stop decision is broadcast to every DDP rank),
+    counted per process: a resumed run gets the whole limit again (Timer would restore the
+    time already spent from the checkpoint and stop at once), so a cluster job can pass its
+    wall time on every resubmission. It must come before Progress in the callbacks, which
+    then ends the run as at --max-steps: a validation, best.ckpt, an exact last.ckpt."""
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__(duration=timedelta(minutes=minutes), interval="step", verbose=False)
+        self.fired = False
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass  # per process: the time spent before the resume does not count
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any, **kwargs: Any) -> None:
+        stopping = trainer.should_stop
+        super().on_train_batch_end(trainer, *args, **kwargs)
+        self.fired = self.fired or (trainer.should_stop and not stopping)
 
 
 # ---------------------------------------------------------------------------- atomic writes
@@ -341,15 +376,23 @@ def checkpoint_step(ckpt: Path) -> int:
 # ---------------------------------------------------------------------------- the end of a run
 class Progress(Callback):
     """Stores in every checkpoint how far the run got (optimiser steps, completed epochs), so
-    that `--resume` of a finished run can say so and change nothing; and stops a run that
-    reaches --max-steps mid-epoch through `trainer.should_stop`, so that Lightning runs the
-    validation whose ModelCheckpoint saves last.ckpt and best.ckpt at the final step (else
-    both would hold the last epoch boundary, and a run shorter than an epoch would have none)."""
+    that `--resume` of a finished run can say so and change nothing; and ends a run that stops
+    mid-epoch (--max-steps, --time-limit) with a validation and an exact resume point.
+
+    Such a stop goes through `trainer.should_stop`, so that Lightning runs the validation whose
+    ModelCheckpoint saves best.ckpt at the final step (else a run shorter than an epoch would
+    have none). But Lightning then counts the stopped epoch as done, so its last.ckpt would
+    resume at the *next* epoch, skipping the rest of this one. The resume point is therefore
+    saved first, at the end of the step (as GracefulStop saves it), and put in place as
+    last.ckpt when training ends: a later `--resume` with a larger budget continues exactly.
+    """
 
     KEY = "vae_cli_progress"
+    EXACT = LAST + ".exact"
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoint_dir: Path) -> None:
         self.trainer: pl.Trainer | None = None
+        self.exact = Path(checkpoint_dir) / self.EXACT
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.trainer = trainer
@@ -365,6 +408,19 @@ class Progress(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True  # validate and checkpoint now, also mid-epoch
+        mid_epoch = lightning_private.batches_done_this_epoch(trainer) < trainer.num_training_batches
+        if trainer.should_stop and mid_epoch:
+            trainer.save_checkpoint(self.exact)
+
+    def _put_in_place(self, trainer: pl.Trainer) -> None:
+        if trainer.is_global_zero and self.exact.is_file():
+            os.replace(self.exact, self.exact.with_name(LAST))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._put_in_place(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException) -> None:
+        self._put_in_place(trainer)  # a validation that failed: the step's own save is the resume point
 
 
 def progress_of(checkpoint: dict[str, Any]) -> tuple[int, int]:

@@ -21,9 +21,11 @@ from vae_cli.training.checkpointing import (
     AtomicCheckpointIO,
     EpochSums,
     GracefulStop,
+    ProcessTimer,
     Progress,
     ResumedCSVLogger,
     RngState,
+    RunInterrupted,
     check_same_model,
     finished,
     read_checkpoint,
@@ -151,6 +153,8 @@ def _fit_logged(
     console: Console,
     callbacks: list[pl.Callback],
 ) -> Path:
+    graceful = GracefulStop(run_dir / runs.CHECKPOINTS)
+    timer = [ProcessTimer(run.time_limit)] if run.time_limit > 0 else []
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / runs.CHECKPOINTS, filename="best", monitor="val/elbo", mode="max",
         save_last=True, save_top_k=1, enable_version_counter=False, auto_insert_metric_name=False,
@@ -164,8 +168,9 @@ def _fit_logged(
             checkpoints,
             RngState(),
             EpochSums(),
-            GracefulStop(run_dir / runs.CHECKPOINTS),
-            Progress(),
+            graceful,
+            *timer,  # before Progress, which acts on the stop the timer decides
+            Progress(run_dir / runs.CHECKPOINTS),
             ThrottledRichProgressBar(),
             NoNvmlProbePerStep(),
             RankSeed(cfg.seed),
@@ -188,11 +193,18 @@ def _fit_logged(
     if not trainer.is_global_zero:
         return run_dir
     finish_run(module, run_dir, checkpoints, wall, trainer, console)
+    if timer and timer[0].fired:
+        last = run_dir / runs.CHECKPOINTS / LAST
+        step = trainer.global_step
+        console.print(f"stopped at --time-limit {run.time_limit:g} min after step {step}: saved {last}; "
+                      f"continue with `vae train --resume {run_dir}`", markup=False)  # fmt: skip
     if module.guard.skipped:
         console.print(
             f"[yellow]warning:[/] skipped {module.guard.skipped} update(s) with a non-finite or too large "
             f"gradient (nonfinite={cfg.nonfinite}, skip_grad_norm={cfg.skip_grad_norm})"
         )
+    if graceful.received is not None:  # it came as the run ended: the run is complete
+        raise RunInterrupted(graceful.received, trainer.global_step, run_dir / runs.CHECKPOINTS / LAST, True)
     return run_dir
 
 
