@@ -50,9 +50,15 @@ def test_help_shows_defaults_choices_and_brackets_unmangled():
     assert "elbo|iwae" in train and "logistic-mixture" in train  # choices, not <str>
     for name in ("Data", "Model", "Likelihood", "Objective", "Optimisation", "Hardware", "Output"):
         assert f" {name} " in train, name
-    for line in help_text("train").splitlines():
-        if "--compile" in line or "--smoke" in line:
-            assert "<bool>" not in line, line
+    # No on/off flag shows a value placeholder, and no option a bare "<str>" or Python list
+    # type, in any command's help (choices and free text name what they take instead).
+    for command in ("", "train", "eval", "sample", "reconstruct", "latent", "compare", "sweep", "results",
+                    "experiments"):  # fmt: skip
+        text = help_text(command) if command else help_text()
+        for bad in ("<bool>", "<str>", "<list"):
+            assert bad not in text, (command, bad)
+    launcher = " ".join(help_text("sweep").split())
+    assert "local|slurm|submitit-local" in launcher
     sample = " ".join(help_text("sample").split())
     assert "E[x|z]" in sample and "[default: (a new RUN/samples-{mean,stochastic}-seedS-TT-nN.png)]" in sample
     eval_ = " ".join(help_text("eval").split())

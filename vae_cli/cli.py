@@ -20,13 +20,15 @@ from rich.text import Text
 from vae_cli import runs
 from vae_cli import settings as settings_mod
 from vae_cli.errors import Interrupted, VaeError, one_line, translate, unexpected
-from vae_cli.options import with_settings
+from vae_cli.options import Command, Group, with_settings
 from vae_cli.quiet import quiet_lightning
 from vae_cli.settings import MODEL_SETTINGS, RUN_SETTINGS, RunSettings
+from vae_cli.sweep import LAUNCHERS
 
 # Rich markup mode for the help panels (one per settings group); every help text is escaped
 # (options.py, `command` below), so `[...]` in it is printed, not read as a tag.
 app = typer.Typer(
+    cls=Group,
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -106,7 +108,7 @@ def command(name: str | None = None) -> Callable[[F], F]:
     """app.command, with friendly errors and the docstring escaped as help (E[x|z] stays)."""
 
     def register(fn: F) -> F:
-        app.command(name, help=escape(inspect.cleandoc(fn.__doc__ or "")))(friendly(fn))
+        app.command(name, cls=Command, help=escape(inspect.cleandoc(fn.__doc__ or "")))(friendly(fn))
         return fn
 
     return register
@@ -194,13 +196,18 @@ def fmt(x: float) -> str:
 @with_settings(TRAIN_SETTINGS)
 def train(
     ctx: typer.Context,
-    experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment (`vae experiments`)."),
+    experiment: str = typer.Option(
+        None, "--experiment", "-e", help="Named experiment (`vae experiments`).", metavar="NAME"
+    ),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     smoke: bool = typer.Option(
         False, "--smoke", help="One batch of each stage; writes no files.", metavar=""
     ),
     resume: str = typer.Option(
-        None, "--resume", help="Continue RUN (a run directory, or `last`) from checkpoints/last.ckpt."
+        None,
+        "--resume",
+        help="Continue RUN (a run directory, or `last`) from checkpoints/last.ckpt.",
+        metavar="RUN|last",
     ),
     settings: dict[str, Any] | None = None,
 ) -> None:
@@ -475,12 +482,18 @@ SLURM_FLAGS = {
     "slurm_gpus": "gpus_per_node",
 }
 JOBS = typer.Option(1, "--jobs", "-j", help="Members run at once (local: processes; slurm: array tasks).")
-LAUNCHER = typer.Option("local", help="local | slurm (a submitit job array) | submitit-local (tests).")
-SLURM_PARTITION = typer.Option(None, "--slurm-partition", help="SLURM partition.")
+LAUNCHER = typer.Option(
+    "local", help="local processes, slurm (a submitit job array), or submitit-local (tests).",
+    metavar="|".join(LAUNCHERS), autocompletion=lambda: list(LAUNCHERS),
+)  # fmt: skip
+SLURM_PARTITION = typer.Option(None, "--slurm-partition", help="SLURM partition.", metavar="NAME")
 SLURM_TIME = typer.Option(None, "--slurm-time", help="SLURM time limit per member, in minutes.")
 SLURM_GPUS = typer.Option(None, "--slurm-gpus", help="GPUs per member (submitit gpus_per_node).")
 SLURM_ANY = typer.Option(
-    None, "--slurm", help="KEY=VALUE passed to submitit (repeatable), e.g. slurm_account=x."
+    None,
+    "--slurm",
+    help="KEY=VALUE passed to submitit (repeatable), e.g. slurm_account=x.",
+    metavar="KEY=VALUE",
 )
 IW = typer.Option(100, "--iw-samples", "-k", help="Importance samples K of each member's eval (0: skip).")
 
@@ -506,16 +519,22 @@ def run_members(target: Path, members: list[Any], iw_samples: int, how: Any) -> 
 def sweep(
     ctx: typer.Context,
     experiment: str = typer.Option(
-        None, "--experiment", "-e", help="Named experiment (and its sweep: block)."
+        None, "--experiment", "-e", help="Named experiment (and its sweep: block).", metavar="NAME"
     ),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     grid: list[str] = typer.Option(
-        None, "--grid", help="KEY=V1,V2,... a setting and its values (repeatable)."
+        None, "--grid", help="A setting and its values (repeatable).", metavar="KEY=V1,V2,..."
     ),
     seeds: str = typer.Option(
-        None, "--seeds", help="Comma-separated seeds.", show_default="the sweep: block's, or seed"
+        None,
+        "--seeds",
+        help="Comma-separated seeds.",
+        show_default="the sweep: block's, or seed",
+        metavar="S1,S2,...",
     ),
-    set_items: list[str] = typer.Option(None, "--set", help="KEY=VALUE for every member (repeatable)."),
+    set_items: list[str] = typer.Option(
+        None, "--set", help="A setting for every member (repeatable).", metavar="KEY=VALUE"
+    ),
     jobs: int = JOBS,
     launcher: str = LAUNCHER,
     slurm_partition: str = SLURM_PARTITION,
@@ -524,7 +543,11 @@ def sweep(
     slurm: list[str] = SLURM_ANY,
     iw_samples: int = IW,
     name: str = typer.Option(
-        None, "--name", help="The sweep's folder under --runs-dir.", show_default="sweep-EXPERIMENT-KEYS"
+        None,
+        "--name",
+        help="The sweep's folder under --runs-dir.",
+        show_default="sweep-EXPERIMENT-KEYS",
+        metavar="NAME",
     ),
     out_dir: Path = typer.Option(None, "--out", help="The sweep directory.", show_default="RUNS/NAME"),
     settings: dict[str, Any] | None = None,
@@ -569,20 +592,33 @@ COMPARE_SETTINGS = (
 @with_settings(COMPARE_SETTINGS, help={"seed": "Random seed (the same for every likelihood)."})
 def compare(
     ctx: typer.Context,
-    experiment: str = typer.Option(None, "--experiment", "-e", help="Named experiment as the base config."),
+    experiment: str = typer.Option(
+        None, "--experiment", "-e", help="Named experiment as the base config.", metavar="NAME"
+    ),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     likelihoods: str = typer.Option(
-        None, help="Comma-separated families.", show_default="all that apply to the dataset"
+        None,
+        help="Comma-separated families.",
+        show_default="all that apply to the dataset",
+        metavar="F1,F2,...",
     ),
     run: list[Path] = typer.Option(
-        None, "--run", help="Compare these existing run directories instead of training (repeatable)."
+        None,
+        "--run",
+        help="Compare these existing run directories instead of training (repeatable).",
+        metavar="RUN",
     ),
-    seeds: str = typer.Option(None, "--seeds", help="Comma-separated seeds: each likelihood once per seed."),
+    seeds: str = typer.Option(
+        None, "--seeds", help="Comma-separated seeds: each likelihood once per seed.", metavar="S1,S2,..."
+    ),
     iw_samples: int = IW,
     jobs: int = JOBS,
     launcher: str = LAUNCHER,
     slurm: list[str] = typer.Option(
-        None, "--slurm", help="KEY=VALUE for submitit (repeatable): slurm_partition=gpu, timeout_min=60, ..."
+        None,
+        "--slurm",
+        help="For submitit (repeatable): slurm_partition=gpu, timeout_min=60, ...",
+        metavar="KEY=VALUE",
     ),
     out_dir: Path = typer.Option(
         None, "--out", help="Report directory.", show_default="RUNS/compare-DATASET"

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from vae_cli.settings import SETTINGS, Declared, allowed
 
@@ -96,3 +97,26 @@ def with_settings(
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _no_flag_placeholders(params: list[Any]) -> list[Any]:
+    # Typer 0.29 shows every option's type; an on/off flag (--help, --install-completion) takes
+    # no value, so it gets no "<bool>" placeholder.
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:  # Typer may vendor click
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A command whose flags show no `<bool>` placeholder."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _no_flag_placeholders(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """The `vae` group, whose flags show no `<bool>` placeholder."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _no_flag_placeholders(super().get_params(ctx))

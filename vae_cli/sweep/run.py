@@ -20,7 +20,7 @@ from vae_cli import runs
 from vae_cli import settings as settings_mod
 from vae_cli.errors import VaeError
 from vae_cli.settings import Config, RunSettings, record
-from vae_cli.sweep import aggregate, launch
+from vae_cli.sweep import LAUNCHERS, aggregate, launch
 from vae_cli.sweep.grid import Member, expand
 from vae_cli.sweep.member import FINISHED, INTERRUPTED, PENDING, evaluate_into, state, write_member_config
 from vae_cli.training.loggers import require_packages
@@ -30,7 +30,6 @@ SWEEP = "sweep.yaml"
 # (every RunSettings field, and the model settings that do not change the numbers).
 NOT_COMPARED = (*settings_mod.RUN_SETTINGS, "data_dir", "log_every_n_steps", "compile", "steps_per_call",
                 "description")  # fmt: skip
-LAUNCHERS = ("local", "slurm", "submitit-local")
 
 
 @dataclass(frozen=True)
