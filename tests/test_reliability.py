@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import EXPERIMENTS
 from typer.testing import CliRunner
 
@@ -113,10 +114,12 @@ def test_resume_of_a_moved_run_writes_only_inside_it(run_copy: Path):
     assert "39" in [r.split(",")[1] for r in (moved / "metrics.csv").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name", ["../../x", "/tmp/x", "a/b", "..", ".hidden", "a\\b", ""])
+@pytest.mark.parametrize(
+    "name", ["../../x", "/tmp/x", "a/b", "..", ".hidden", "a\\b", "", " ", "a b", "a\nb", "a\tb", "x*"]
+)
 def test_experiment_names_cannot_escape_the_runs_dir(name: str, tmp_path: Path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"experiment: {name!r}\n".replace("'", '"'))
+    cfg.write_text(yaml.safe_dump({"experiment": name}))
     before = sorted(p.name for p in tmp_path.parent.iterdir())
     line = one_line_error(vae("train", "--config", cfg, "--runs-dir", tmp_path / "runs"))
     assert "is not a plain folder name" in line

@@ -101,21 +101,23 @@ def free_name(path: Path) -> Path:
     return candidate
 
 
+NAME_PUNCTUATION = "._=,+-"  # sweep members are named like `likelihood=bernoulli,seed=0`
+
+
 def check_name(what: str, name: str) -> str:
     """An experiment or run name is one folder name under --runs-dir: it can never point
-    elsewhere (no separators, no `..`, not absolute, nothing hidden or empty)."""
+    elsewhere (no separators, no `..`, not absolute, nothing hidden or empty), and it is
+    typed in shells and scripts, so it holds no spaces or control characters either."""
     bad = (
         not name
-        or name in (".", "..")
         or name.startswith(".")
-        or any(c in name for c in ("/", "\\", "\0"))
-        or Path(name).is_absolute()
+        or not all(c.isalnum() or c in NAME_PUNCTUATION for c in name)
         or len(name) > 200
     )
     if bad:
         raise VaeError(
-            f"{what} {name[:80]!r} is not a plain folder name: use letters, digits, '-', '_' "
-            f"(no '/', '\\', '..', or a leading '.')"
+            f"{what} {name[:80]!r} is not a plain folder name: use letters, digits and "
+            f"{' '.join(NAME_PUNCTUATION)} only, not starting with '.' (no spaces, '/', '\\' or '..')"
         )
     return name
 
