@@ -200,3 +200,24 @@ def test_a_max_steps_run_extended_by_resume_continues_its_epoch_exactly(tmp_path
     assert a["global_step"] == b["global_step"] == -(-1257 // 50)
     for name, ref in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_signal_on_an_epochs_last_batch_saves_that_epoch_and_resumes_exactly(tmp_path: Path):
+    """The signal lands on the last batch of epoch 1 of 2: the stop waits for the epoch's
+    validation and saves the epoch's end (before the fix, last.ckpt was the previous save,
+    and the resumed run trained part of the epoch twice)."""
+    steps_per_epoch = -(-1257 // 50)
+    whole = fit(small_run(tmp_path, "whole", epochs=2), run=cpu(tmp_path))
+    assert whole is not None
+    with pytest.raises(RunInterrupted) as e:
+        fit(small_run(tmp_path, "cut", epochs=2), run=cpu(tmp_path), callbacks=[SignalAt(steps_per_epoch)])
+    cut = tmp_path / "cut" / "version_0"
+    assert not e.value.complete and e.value.step == steps_per_epoch
+    assert last(cut)["global_step"] == steps_per_epoch  # the epoch's end, not an older save
+    fit(small_run(tmp_path, "cut", epochs=2), run=cpu(tmp_path), resume=cut)
+    a, b = last(whole), last(cut)
+    assert a["global_step"] == b["global_step"] == 2 * steps_per_epoch
+    for name, ref in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], ref, rtol=1e-5, atol=1e-6)
+    assert (cut / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()

@@ -145,10 +145,11 @@ class GracefulStop(Callback):
     """On SIGTERM/SIGINT: finish the current step, save last.ckpt, stop with RunInterrupted.
 
     A signal on the last batch of an epoch (or on the --max-steps step) waits for the
-    validation that follows, whose ModelCheckpoint save of last.ckpt is then the resume point
-    (resuming from a save on that batch would skip the validation and so change the
-    metrics). A signal that lands when the run is ending anyway lets it end: the caller
-    writes the end-of-run files and then reports the signal (`complete=True`).
+    validation and the epoch's end, whose ModelCheckpoint save of last.ckpt is then the
+    resume point (resuming from a save on that batch would skip the validation and the
+    epoch's logged means, and so change the metrics). The caller (fit) checks `received`
+    after trainer.fit returns: it raises RunInterrupted, or, if the run reached its end
+    anyway, writes the end-of-run files first and then reports the signal (`complete=True`).
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -201,17 +202,18 @@ class GracefulStop(Callback):
         self._stop(trainer, save=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received is None or run_complete(trainer):
-            return  # nothing received, or the run ends here anyway: the caller reports the signal
-        # ModelCheckpoint saved last.ckpt at the end of this epoch's validation; the RNG
-        # state has not moved since, so that file is the exact resume point.
-        self._stop(trainer, save=False)
+        if self.received is not None:
+            # Stop as early stopping does: after this epoch's hooks have logged its means and
+            # ModelCheckpoint (which Lightning calls after every other callback) has saved its
+            # last.ckpt, the exact resume point. The caller then raises RunInterrupted, or,
+            # if this was the run's last epoch, finishes the run first.
+            trainer.should_stop = True
 
 
-def run_complete(trainer: pl.Trainer) -> bool:
-    """At the end of an epoch: is this the run's last one (--epochs or --max-steps reached)?"""
-    last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
-    return last_epoch or 0 < trainer.max_steps <= trainer.global_step
+def run_ended(trainer: pl.Trainer) -> bool:
+    """After trainer.fit: did the run reach --epochs or --max-steps (not a signal's stop)?"""
+    all_epochs = trainer.max_epochs is not None and trainer.current_epoch >= trainer.max_epochs
+    return all_epochs or 0 < trainer.max_steps <= trainer.global_step
 
 
 class ProcessTimer(Timer):

@@ -30,6 +30,7 @@ from vae_cli.training.checkpointing import (
     finished,
     read_checkpoint,
     resume_checkpoint,
+    run_ended,
 )
 from vae_cli.training.distributed import RankSeed
 from vae_cli.training.fastpath import NoNvmlProbePerStep, ThrottledRichProgressBar
@@ -190,11 +191,14 @@ def _fit_logged(
         os.environ.pop(RUN_DIR_ENV, None)
         finish_loggers(parse_loggers(run.logger))
     wall = time.perf_counter() - start
+    last = run_dir / runs.CHECKPOINTS / LAST
+    complete = run_ended(trainer)
+    if graceful.received is not None and not complete:  # stopped at an epoch's end
+        raise RunInterrupted(graceful.received, trainer.global_step, last if last.exists() else None)
     if not trainer.is_global_zero:
         return run_dir
     finish_run(module, run_dir, checkpoints, wall, trainer, console)
     if timer and timer[0].fired:
-        last = run_dir / runs.CHECKPOINTS / LAST
         step = trainer.global_step
         console.print(f"stopped at --time-limit {run.time_limit:g} min after step {step}: saved {last}; "
                       f"continue with `vae train --resume {run_dir}`", markup=False)  # fmt: skip
@@ -204,7 +208,7 @@ def _fit_logged(
             f"gradient (nonfinite={cfg.nonfinite}, skip_grad_norm={cfg.skip_grad_norm})"
         )
     if graceful.received is not None:  # it came as the run ended: the run is complete
-        raise RunInterrupted(graceful.received, trainer.global_step, run_dir / runs.CHECKPOINTS / LAST, True)
+        raise RunInterrupted(graceful.received, trainer.global_step, last, complete=True)
     return run_dir
 
 
