@@ -168,8 +168,8 @@ def test_bad_experiments_file(text: str, expected: str, tmp_path: Path, monkeypa
 @pytest.mark.parametrize(
     ("args", "expected"),
     [("--epochs 0", "epochs must be >= 1, got 0"),
-     ("--precision 16-true --accelerator cpu", "precision 16-true is not supported"),
-     ("--precision bf16-true --accelerator cpu", "precision bf16-true is not supported"),
+     ("--precision 16-true --accelerator cpu", "unknown precision \"16-true\""),
+     ("--precision bf16-true --accelerator cpu", "unknown precision \"bf16-true\""),
      ("--num-nodes 2 --accelerator cpu", "--num-nodes 2 needs a launcher"),
      ("--latent-dim 99999999999999999999", "is too large")],
 )  # fmt: skip

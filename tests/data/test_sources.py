@@ -209,6 +209,8 @@ def test_discrete_likelihood_on_floats_is_refused(tmp_path: Path, likelihood: st
         (np.zeros((10, 4), np.uint8), r"expected \(N, H, W\)"),
         (np.zeros((10, 3, 4, 3), np.uint8), "could be axis 1 or axis 3"),
         (np.zeros((10, 5, 4, 2), np.uint8), "no channel axis"),
+        (np.zeros((10, 0, 0), np.uint8), "images are empty"),
+        (np.zeros((10, 1, 0, 4), np.uint8), "images are empty"),
     ],
 )
 def test_bad_arrays_get_one_line(tmp_path: Path, array: np.ndarray, message: str):
@@ -216,6 +218,59 @@ def test_bad_arrays_get_one_line(tmp_path: Path, array: np.ndarray, message: str
     with pytest.raises(VaeError, match=message) as e:
         setup(dataset=tmp_path / "bad.npy")
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("ext", [".npy", ".npz"])
+def test_object_arrays_are_refused_without_unpickling(tmp_path: Path, ext: str):
+    """An object array is pickled Python objects: reading it could run code (a payload that
+    would create a marker file), so it is refused with one line and never unpickled."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (pathlib_touch, (str(marker),))
+
+    a = np.empty((10, 4, 4), dtype=object)
+    a[:] = 0
+    a[0, 0, 0] = Payload()
+    path = tmp_path / f"evil{ext}"
+    if ext == ".npy":
+        np.save(path, a, allow_pickle=True)
+    else:
+        np.savez(path, x=a)
+    with pytest.raises(VaeError, match="Python objects") as e:
+        setup(dataset=path)
+    assert "\n" not in str(e.value) and not marker.exists()
+
+
+def pathlib_touch(path: str) -> None:
+    Path(path).touch()
+
+
+def test_16bit_exif_rotated_and_hidden_files_are_read_as_a_viewer_shows_them(tmp_path: Path):
+    """16-bit greys are scaled to 8 bits (PIL's convert clips them to white), a JPEG's EXIF
+    rotation is applied (H and W swap for a quarter turn), and hidden files and folders
+    (.ipynb_checkpoints, .git) are neither data nor classes."""
+    root = tmp_path / "imgs"
+    (root / "grey").mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(np.full((8, 6), 32768, np.uint16)).save(root / "grey" / f"{i}.png")
+    (root / "photo").mkdir()
+    for i in range(12):
+        im = Image.fromarray(np.full((6, 8, 3), 200, np.uint8))  # stored 6 high, 8 wide
+        exif = im.getexif()
+        exif[0x0112] = 6  # rotate 90 degrees to display: 8 high, 6 wide
+        im.save(root / "photo" / f"{i}.jpg", exif=exif.tobytes())
+    for hidden in (".ipynb_checkpoints/a.png", "grey/.b.png", ".git/c.png"):
+        save(root / hidden, np.zeros((8, 6, 3), np.uint8))
+    dm = setup(dataset=root, channels=1, val_fraction=0.2, test_fraction=0.2)
+    source = dm.source
+    assert source.shape == (1, 8, 6)  # the photos' displayed size equals the greys'
+    assert source.classes == ("grey", "photo")
+    x = torch.cat([part for part in source.splits.values() if part is not None])
+    assert len(x) == 24
+    greys = x[x.float().mean(dim=(1, 2, 3)) < 150]
+    assert len(greys) > 0 and greys.float().mean().item() == pytest.approx(128, abs=1)
 
 
 def test_npz_labels_are_kept_for_plots(tmp_path: Path):

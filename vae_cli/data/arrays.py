@@ -27,28 +27,39 @@ def read(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise VaeError(f"{path} does not exist: pass an existing .npy/.npz file or a folder of images")
     try:
+        # allow_pickle=False: an object array (pickled Python objects) could run code when read.
+        # An .npz is read lazily, so its arrays are read inside this `try` too.
         data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        if isinstance(data, np.ndarray):
+            return data, None
+        with data:
+            names = list(data.files)
+            images = [k for k in ("x", "images") if k in names]
+            others = [k for k in names if k not in LABEL_KEYS]
+            key = images[0] if images else (others[0] if len(others) == 1 else None)
+            if key is None:
+                raise VaeError(
+                    f"{path} holds arrays {names}: name the images `x` or `images` (labels: `labels` or `y`)"
+                )
+            labels = next((data[k] for k in LABEL_KEYS if k in names), None)
+            return data[key], labels
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            raise VaeError(
+                f"{path} holds Python objects (an object array), which are never unpickled, since "
+                f"that could run code: save the images as a uint8 or float array"
+            ) from None
+        raise VaeError(f"cannot read {path} as a numpy array (ValueError): is it a .npy/.npz?") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise VaeError(
             f"cannot read {path} as a numpy array ({type(e).__name__}): is it a .npy/.npz?"
         ) from None
-    if isinstance(data, np.ndarray):
-        return data, None
-    with data:
-        names = list(data.files)
-        images = [k for k in ("x", "images") if k in names]
-        others = [k for k in names if k not in LABEL_KEYS]
-        key = images[0] if images else (others[0] if len(others) == 1 else None)
-        if key is None:
-            raise VaeError(
-                f"{path} holds arrays {names}: name the images `x` or `images` (labels: `labels` or `y`)"
-            )
-        labels = next((data[k] for k in LABEL_KEYS if k in names), None)
-        return data[key], labels
 
 
 def to_nchw(a: np.ndarray, path: Path) -> np.ndarray:
     """(N, H, W) | (N, H, W, C) | (N, C, H, W) with C in {1, 3} -> (N, C, H, W)."""
+    if a.ndim in (3, 4) and 0 in a.shape[1:]:
+        raise VaeError(f"{path} has shape {a.shape}: its images are empty (a zero-length axis)")
     if a.ndim == 3:
         return a[:, None]
     if a.ndim != 4:

@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -21,6 +22,7 @@ from vae_cli.errors import VaeError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 MODES = {1: "L", 3: "RGB"}
+ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
 # PIL's own errors for a file it cannot read: not an image, truncated, bad header.
 BAD_IMAGE = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
 
@@ -43,7 +45,8 @@ def scan(root: Path) -> Folder:
     images are the classes; an image directly in root then has no class (label -1)."""
     if not root.is_dir():
         raise VaeError(f"{root} is not a folder: pass a folder of images or a .npy/.npz file")
-    files = tuple(sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()))
+    files = tuple(sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+                         and not hidden(p.relative_to(root))))  # fmt: skip
     if not files:
         raise VaeError(f"{root} holds no images (searched for {', '.join(SUFFIXES)} recursively)")
     tops = [f.relative_to(root).parts for f in files]
@@ -54,12 +57,21 @@ def scan(root: Path) -> Folder:
     return Folder(root, files, tuple(index[p[0]] if len(p) > 1 else -1 for p in tops), classes)
 
 
+def hidden(relative: Path) -> bool:
+    """A file or folder whose name starts with '.' (.git, .ipynb_checkpoints, ._x.jpg): not
+    data, and not a class."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def probe(path: Path) -> tuple[int, int, int] | None:
-    """(channels, height, width) from the file's header, no decoding; None if unreadable."""
+    """(channels, height, width) as displayed (EXIF rotation applied), from the file's header
+    without decoding the pixels; None if unreadable."""
     try:
         with Image.open(path) as im:
             grey = im.mode in ("1", "L", "I", "I;16", "F", "LA") or (im.mode == "P" and _palette_is_grey(im))
-            return (1 if grey else 3, im.height, im.width)
+            rotated = im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)  # a quarter turn swaps H and W
+            h, w = (im.width, im.height) if rotated else (im.height, im.width)
+            return (1 if grey else 3, h, w)
     except BAD_IMAGE:
         return None
 
@@ -105,8 +117,20 @@ class Resized:
         self.fit = v2.Compose([v2.Resize(min(h, w), antialias=True), v2.CenterCrop((h, w))])
 
     def __call__(self, im: Image.Image) -> Tensor:
-        x = self.to_tensor(im.convert(self.mode))
+        im = ImageOps.exif_transpose(im)  # as a viewer shows it: phone photos carry a rotation
+        x = self.to_tensor(eight_bit(im).convert(self.mode))
         return x if tuple(x.shape[1:]) == self.hw else self.fit(x)
+
+
+def eight_bit(im: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images scaled to 8 bits (PIL's convert would clip every value
+    above 255 to white); other modes as they are."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return Image.fromarray((np.asarray(im, dtype=np.uint32) >> 8).astype(np.uint8), mode="L")
+    if im.mode == "I":  # 32-bit PNG greys (PIL reads 16-bit PNGs as "I" too): their range is 16-bit
+        a = np.asarray(im, dtype=np.int64)
+        return Image.fromarray((np.clip(a, 0, 65535) >> 8).astype(np.uint8), mode="L")
+    return im
 
 
 class ImageFiles(Dataset):

@@ -106,7 +106,7 @@ def _from_arrays(cfg: Any, path: Path, say: Callable[[str], None]) -> Source:
     x, labels = arrays.load(path)
     shape = tuple(x.shape[1:])
     kind = "floats in [0, 1] (continuous, no dequantisation)" if x.is_floating_point() else "uint8 0..255"
-    say(f"{path}: {len(x)} images of {'x'.join(map(str, shape))}, {kind}")
+    say(f"{path}: {plural(len(x), 'image')} of {'x'.join(map(str, shape))}, {kind}")
     keys = [str(i) for i in range(len(x))]  # arrays have no paths: the row index is the key
     given = _given(cfg, lambda p: _array_split(p, shape, x.is_floating_point()))
     idx = _assign(cfg, keys, given, f"{path} ({len(x)} images)")
@@ -147,8 +147,8 @@ def _from_folder(cfg: Any, root: Path, say: Callable[[str], None]) -> Source:
         shape = images.infer_shape([p for p in probes if p is not None], cfg.image_size, cfg.channels, say)
     else:
         shape = (cfg.channels, cfg.image_size, cfg.image_size)
-    classes = f", {len(folder.classes)} classes (subfolders)" if folder.classes else ""
-    say(f"{root}: {len(files)} images{classes}")
+    classes = f", {plural(len(folder.classes), 'class')} (subfolders)" if folder.classes else ""
+    say(f"{root}: {plural(len(files), 'image')}{classes}")
     data = ImageFiles(files, shape, cfg.skip_bad_images)
     keys = [f.relative_to(root).as_posix() for f in files]
     given = _given(cfg, lambda p: (ImageFiles(images.scan(p).files, shape, cfg.skip_bad_images), None))
@@ -219,3 +219,7 @@ def pinned(cfg: Any) -> Any:
     return dataclasses.replace(
         cfg, dataset=absolute(cfg.dataset), val_data=absolute(cfg.val_data), test_data=absolute(cfg.test_data)
     )
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
