@@ -129,6 +129,37 @@ def test_experiments_lists_names(cli):
     assert "quickstart" in result.output and "mnist-bernoulli" in result.output
 
 
+def test_experiments_at_80_columns_never_cut_a_name_and_show_inherited_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Names are typed: an 80-column terminal shows each whole; an experiment that takes its
+    likelihood from the declared default still shows it."""
+    from typer.testing import CliRunner
+
+    from vae_cli import settings as settings_mod
+    from vae_cli.cli import app
+
+    (tmp_path / "e.yaml").write_text("experiments:\n  a-rather-long-experiment-name-here:\n    epochs: 1\n")
+    monkeypatch.setenv("VAE_EXPERIMENTS", str(tmp_path / "e.yaml"))
+    result = CliRunner().invoke(app, ["experiments"], terminal_width=80, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "a-rather-long-experiment-name-here" in x)
+    assert line.split()[1:] == [
+        settings_mod.SETTINGS["dataset"].default,
+        settings_mod.SETTINGS["likelihood"].default,
+    ]
+
+
+def test_a_missing_experiments_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from typer.testing import CliRunner
+
+    from vae_cli.cli import app
+
+    monkeypatch.setenv("VAE_EXPERIMENTS", str(tmp_path / "nope.yaml"))
+    result = CliRunner().invoke(app, ["train", "-e", "quickstart", "--smoke"])
+    assert result.exit_code == 2 and "VAE_EXPERIMENTS=" in result.output and "no such file" in result.output
+
+
 def test_sample_without_any_run_is_a_clean_error(cli):
     result = cli("sample", "--n", "4")
     assert result.exit_code == 2 and "no trained run found" in result.output

@@ -655,18 +655,26 @@ def compare(
 @command()
 def experiments(ctx: typer.Context) -> None:
     """List the named experiments (the packaged experiments.yaml, merged with ./experiments.yaml)."""
-    from rich.table import Table
+    from rich.padding import Padding
+    from rich.text import Text
 
     exps = settings_mod.Experiments.load()
     files = settings_mod.experiments_files()
-    table = Table(title=" + ".join(map(str, files)) or "no experiments file")
-    for col in ("name", "dataset", "likelihood", "description"):
-        table.add_column(col)
+    out.print(Text(" + ".join(map(str, files)) or "no experiments file", style="bold"))
+    declared = {k: d.default for k, d in settings_mod.SETTINGS.items()}
+    rows = [("name", "dataset", "likelihood", "")]
     for name, body in exps.named.items():
-        merged = {**exps.defaults, **body}
-        table.add_row(name, str(merged.get("dataset", "")), str(merged.get("likelihood", "")),
-                      str(body.get("description", "")))  # fmt: skip
-    out.print(table)
+        merged = {**declared, **exps.defaults, **body}  # what the experiment trains with
+        rows.append(
+            (name, str(merged["dataset"]), str(merged["likelihood"]), str(body.get("description", "")))
+        )
+    # Name, dataset and likelihood on one line, never cut (they are typed); the description
+    # below, wrapped to the terminal, so that an 80-column terminal shows every word.
+    w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
+    for k, (name, dataset, likelihood, description) in enumerate(rows):
+        out.print(Text(f"{name:<{w0}}  {dataset:<{w1}}  {likelihood}", style="bold" if k == 0 else ""))
+        if description:
+            out.print(Padding(Text(description, style="dim"), (0, 0, 0, 4)))
 
 
 def main() -> None:

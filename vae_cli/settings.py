@@ -347,6 +347,10 @@ def experiments_files() -> list[Path]:
     packaged file, then ./experiments.yaml if present (see `Experiments.merge`)."""
     env = os.environ.get("VAE_EXPERIMENTS")
     if env:
+        if not Path(env).exists():
+            raise VaeError(
+                f"VAE_EXPERIMENTS={env}: no such file; point it at an experiments YAML file or unset it"
+            )
         return [Path(env)]
     local = Path("experiments.yaml")
     packaged = [PACKAGED_EXPERIMENTS] if PACKAGED_EXPERIMENTS.exists() else []
