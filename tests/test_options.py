@@ -32,6 +32,7 @@ def test_train_has_one_option_per_setting_with_its_group_and_default():
     opts = options("train")
     assert set(TRAIN_SETTINGS) <= set(opts)
     assert set(opts) - set(TRAIN_SETTINGS) == {"experiment", "config_file", "smoke", "resume"}
+    assert "description" in opts  # every setting but the experiment's name (-e) is a flag
     for name in TRAIN_SETTINGS:
         d = settings.SETTINGS[name]
         assert opts[name].rich_help_panel == d.spec.group, name
@@ -75,6 +76,11 @@ def test_version_and_completion():
     env = {"_VAE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
     completion = CliRunner().invoke(app, [], prog_name="vae", env=env)
     assert completion.output.split() == ["gaussian-learned", "gaussian-optimal", "gaussian-pixel"]
+    # the named experiments and the fixed choices of hand-written options complete too
+    for words, expected in (("vae train -e quick", ["quickstart"]), ("vae eval --split ", ["test", "val"]),
+                            ("vae sweep --launcher s", ["slurm", "submitit-local"])):  # fmt: skip
+        env = {"_VAE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": "3"}
+        assert CliRunner().invoke(app, [], prog_name="vae", env=env).output.split() == expected, words
 
 
 def test_bad_choice_on_the_command_line_is_the_one_line_error(cli):

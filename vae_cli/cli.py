@@ -164,7 +164,15 @@ RUN_ARG = typer.Argument(None, help="Run directory or .ckpt file.", show_default
 HARDWARE = ("accelerator", "devices", "strategy", "num_nodes", "precision")
 RUNS_DIR_HELP = {"runs_dir": "Where runs live (without RUN: the latest run there)."}
 # `vae train`: every setting but the run's name, which --experiment sets.
-TRAIN_SETTINGS = [n for n in settings_mod.SETTINGS if n not in ("experiment", "description")]
+TRAIN_SETTINGS = [n for n in settings_mod.SETTINGS if n != "experiment"]  # -e is the experiment
+
+
+def experiment_names(incomplete: str) -> list[str]:
+    """Shell completion of -e: the named experiments in force (no torch is imported)."""
+    try:
+        return [n for n in settings_mod.Experiments.load().named if n.startswith(incomplete)]
+    except VaeError:
+        return []  # a broken experiments file: no completion, the command itself will say why
 
 
 def run_flags(settings: dict[str, Any]) -> RunSettings:
@@ -197,7 +205,12 @@ def fmt(x: float) -> str:
 def train(
     ctx: typer.Context,
     experiment: str = typer.Option(
-        None, "--experiment", "-e", help="Named experiment (`vae experiments`).", metavar="NAME"
+        None,
+        "--experiment",
+        "-e",
+        help="Named experiment (`vae experiments`).",
+        metavar="NAME",
+        autocompletion=experiment_names,
     ),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     smoke: bool = typer.Option(
@@ -271,7 +284,9 @@ def resume_config(
 def evaluate(
     ctx: typer.Context,
     run: Path = RUN_ARG,
-    split: str = typer.Option("test", help="Which split to score.", metavar="test|val"),
+    split: str = typer.Option(
+        "test", help="Which split to score.", metavar="test|val", autocompletion=lambda: ["test", "val"]
+    ),
     iw_samples: int = typer.Option(
         100, "--iw-samples", "-k", help="Importance samples K for the IW bound (0: skip)."
     ),
@@ -406,7 +421,9 @@ def reconstruct(
     stochastic: bool = typer.Option(
         False, "--stochastic", help=escape("Draw x' ~ p(x|z) instead of showing E[x|z]."), metavar=""
     ),
-    split: str = typer.Option("test", help="Which split's inputs.", metavar="test|val"),
+    split: str = typer.Option(
+        "test", help="Which split's inputs.", metavar="test|val", autocompletion=lambda: ["test", "val"]
+    ),
     seed: int = typer.Option(0, help="Seed of the x' draws (--stochastic)."),
     out_file: Path = typer.Option(
         None, "--out", help="PNG path.", show_default="RUN/reconstructions-{mean,stochastic}.png"
@@ -519,7 +536,12 @@ def run_members(target: Path, members: list[Any], iw_samples: int, how: Any) -> 
 def sweep(
     ctx: typer.Context,
     experiment: str = typer.Option(
-        None, "--experiment", "-e", help="Named experiment (and its sweep: block).", metavar="NAME"
+        None,
+        "--experiment",
+        "-e",
+        help="Named experiment (and its sweep: block).",
+        metavar="NAME",
+        autocompletion=experiment_names,
     ),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     grid: list[str] = typer.Option(
@@ -593,7 +615,12 @@ COMPARE_SETTINGS = (
 def compare(
     ctx: typer.Context,
     experiment: str = typer.Option(
-        None, "--experiment", "-e", help="Named experiment as the base config.", metavar="NAME"
+        None,
+        "--experiment",
+        "-e",
+        help="Named experiment as the base config.",
+        metavar="NAME",
+        autocompletion=experiment_names,
     ),
     config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
     likelihoods: str = typer.Option(

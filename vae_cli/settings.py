@@ -89,7 +89,7 @@ class Config:
     """What is trained; saved in config.yaml and in every checkpoint."""
 
     experiment: str = setting("default", "Name of the run: runs go to RUNS_DIR/EXPERIMENT/version_N.", OUTPUT)
-    description: str = setting("", "Free text describing the run (experiments.yaml).", OUTPUT)
+    description: str = setting("", "Free text describing the run (experiments.yaml).", OUTPUT, metavar="TEXT")
     # data
     dataset: str = setting("digits", "Dataset to train on.", DATA, choices=DATASETS, open=True)
     data_dir: str = setting("./data", "Dataset root folder.", DATA, metavar="DIR")
