@@ -439,7 +439,7 @@ def finished(checkpoint: dict[str, Any], epochs: int, max_steps: int) -> str | N
     if 0 < max_steps <= step:
         return f"it reached --max-steps {max_steps} (step {step})"
     if done >= epochs:
-        return f"it completed its {epochs} epoch(s) (step {step})"
+        return f"it completed {done} epoch(s), at least --epochs {epochs} (step {step})"
     return None
 
 
