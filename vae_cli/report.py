@@ -275,6 +275,9 @@ def elbo_series(rows: list[dict[str, str]]) -> Series:
 
     Training values are the windowed means logged every log_every_n_steps steps (the per-epoch
     means where a run logged no window); validation values are the full-split means.
+    Lightning writes a row's `step` before it counts the optimiser step just taken (a
+    validation after 5 steps is logged at step 4), so steps here are that plus one: the
+    number of optimiser steps done, the step a checkpoint and the figure captions name.
     """
     series: Series = {}
     for term, _ in TERMS:
@@ -282,7 +285,7 @@ def elbo_series(rows: list[dict[str, str]]) -> Series:
         for label, keys in (("train", (f"train/{term}_step", f"train/{term}_epoch")),
                             ("validation", (f"val/{term}",))):  # fmt: skip
             for key in keys:
-                points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+                points = [(int(r["step"]) + 1, float(r[key])) for r in rows if r.get(key)]
                 if points:
                     curves[label] = points
                     break
@@ -298,6 +301,7 @@ def plot_elbo_curves(metrics_csv: Path, out: Path, caption: str = "") -> Path | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     series = elbo_series(read_metrics(metrics_csv))
     if not series:
@@ -310,6 +314,7 @@ def plot_elbo_curves(metrics_csv: Path, out: Path, caption: str = "") -> Path | 
             ax.plot(steps, values, "-" if line else "o", label=label, lw=1.2, ms=5)
         ax.set_title(dict(TERMS)[term], fontsize=10)
         ax.set_xlabel("optimiser step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps, even one
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("nats per example")
     axes[0][0].legend(fontsize=8)
