@@ -183,6 +183,8 @@ def save_image_file(image: Image.Image, path: Path, replace: bool = True) -> Pat
         except FileExistsError:
             check_new_image_path(path)  # raises: the name was taken meanwhile
             raise
+        except OSError:  # a file system without hard links: checked just above, then renamed
+            os.replace(Path(tmp) / path.name, check_new_image_path(path))
     return path
 
 
