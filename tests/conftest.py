@@ -49,14 +49,14 @@ def run_vae(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short bernoulli run on the digits with a 2-D latent space, trained once per session
-    through the Python API (vae_cli.fit, the same training as `vae train`)."""
+    through the Python API (vae_cli.train, the same training as `vae train`)."""
     import vae_cli
 
     runs_dir = tmp_path_factory.mktemp("tiny-runs")
     settings = {"dataset": "digits", "likelihood": "bernoulli", "latent_dim": 2, "hidden_dim": 64,
                 "batch_size": 50, "epochs": 3, "steps_per_call": 4, "runs_dir": str(runs_dir),
                 "experiment": "tiny", "accelerator": "cpu"}  # fmt: skip
-    return vae_cli.fit(settings)
+    return vae_cli.train(settings)
 
 
 # ---------------------------------------------------------------- helpers shared by test modules

@@ -116,3 +116,103 @@ def test_fit_wrote_a_run_the_cli_can_read(tiny_run: Path) -> None:
     saved = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert (saved["latent_dim"], saved["dataset"], saved["epochs"]) == (2, "digits", 3)
     assert (tiny_run / "checkpoints" / "last.ckpt").exists()
+
+
+# ---------------------------------------------------------------- inputs checked at the boundary
+@pytest.fixture(scope="module")
+def digits_model() -> vae_cli.Model:
+    """An untrained 8x8 bernoulli model (4-D latent): the checks do not need trained weights."""
+    from tests.conftest import digits_module
+
+    return vae_cli.Model(digits_module(), Path("untrained.ckpt"), Path("untrained"))
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (torch.full((2, 1, 8, 8), 0.5), r"outside the support .*\{0, 1\}"),
+        (torch.full((2, 1, 8, 8), float("nan")), "outside the support"),
+        (torch.zeros(8, 64), r"shape \(8, 64\), expected \(N, 1, 8, 8\)"),
+        (torch.zeros(1, 8, 8, 8), r"expected \(N, 1, 8, 8\)"),
+        (torch.zeros(3, 1, 28, 28), r"shape \(3, 1, 28, 28\), expected \(N, 1, 8, 8\)"),
+        (torch.zeros(0, 1, 8, 8), "N >= 1"),
+        ([[0.0] * 8] * 8, "x is a list: pass a real-valued torch tensor or numpy array"),
+        (torch.zeros(2, 1, 8, 8, dtype=torch.bool), "torch.bool tensor"),
+    ],
+)
+def test_bad_inputs_are_one_line_vae_errors(digits_model: vae_cli.Model, x, message: str) -> None:
+    for method in (digits_model.elbo, digits_model.encode, digits_model.reconstruct):
+        with pytest.raises(VaeError, match=message):
+            method(x)
+    with pytest.raises(VaeError, match=message):
+        digits_model.iw_bound(x, k=2)
+
+
+def test_inputs_of_any_real_dtype_or_numpy_score_as_float32(digits_model: vae_cli.Model) -> None:
+    import numpy as np
+
+    x = torch.bernoulli(torch.full((3, 1, 8, 8), 0.3), generator=torch.Generator().manual_seed(0))
+    q = digits_model.encode(x)
+    for same in (x.to(torch.uint8), x.double(), x.long(), x.numpy(), x.numpy().astype(np.uint8)):
+        assert torch.equal(digits_model.encode(same).mean, q.mean)
+    one = digits_model.encode(x[0])  # a single (C, H, W) example gets its batch dimension
+    assert one.batch_shape == (1,) and torch.allclose(one.mean[0], q.mean[0], atol=1e-6)
+    assert digits_model.elbo(x.double()).dtype == torch.float32
+
+
+def test_discrete_likelihood_refuses_non_integers() -> None:
+    from tests.conftest import digits_module
+
+    model = vae_cli.Model(digits_module(likelihood="categorical"), Path("u.ckpt"), Path("u"))
+    assert model.elbo(torch.randint(0, 256, (2, 1, 8, 8))).shape == (2,)
+    with pytest.raises(VaeError, match=r"the integers 0\.\.255"):
+        model.elbo(torch.full((2, 1, 8, 8), 3.5))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda m, x: m.iw_bound(x, 0), "k must be a whole number >= 1"),
+        (lambda m, x: m.iw_bound(x, -3), "k must be a whole number >= 1"),
+        (lambda m, x: m.iw_bound(x, 2.5), "k must be a whole number >= 1"),
+        (lambda m, x: m.iw_bound(x, 4, chunk=0), "chunk must be a whole number >= 1"),
+        (lambda m, x: m.sample(-1), "n must be a whole number >= 1"),
+        (lambda m, x: m.sample(2.5), "n must be a whole number >= 1"),
+        (lambda m, x: m.sample(0), "n must be a whole number >= 1"),
+        (lambda m, x: m.sample(4, temperature=float("nan")), "temperature must be a finite number > 0"),
+        (lambda m, x: m.sample(4, temperature=0), "temperature must be a finite number > 0"),
+        (lambda m, x: m.sample(4, temperature=-1), "temperature must be a finite number > 0"),
+        (lambda m, x: m.sample(4, temperature=float("inf")), "temperature must be a finite number > 0"),
+    ],
+)
+def test_bad_counts_and_temperatures_are_refused(digits_model: vae_cli.Model, call, message: str) -> None:
+    with pytest.raises(VaeError, match=message):
+        call(digits_model, torch.zeros(2, 1, 8, 8))
+
+
+def test_train_requires_a_config_or_a_dict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for bad in (None, "quickstart", [("epochs", 1)]):
+        with pytest.raises(TypeError, match="config must be a Config or a dict"):
+            vae_cli.train(bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_names_its_settings_in_errors() -> None:
+    with pytest.raises(VaeError, match=r'unknown key "latent_dims" in the settings given to vae_cli\.train'):
+        vae_cli.train({"latent_dims": 2})
+
+
+@pytest.mark.slow
+def test_a_checkpoint_copied_from_another_model_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    for name in ("best.ckpt", "last.ckpt"):
+        if (run / "checkpoints" / name).exists():
+            state = torch.load(run / "checkpoints" / name, weights_only=True)
+            state["hyper_parameters"]["config"]["latent_dim"] = 7
+            torch.save(state, run / "checkpoints" / name)
+    for path in (run, run / "checkpoints" / "last.ckpt"):
+        with pytest.raises(VaeError, match=r"its latent_dim is 7 but the run's config\.yaml says 2"):
+            vae_cli.load(path)

@@ -67,3 +67,65 @@ def test_traversals_rank_units_by_activity(tiny_run: Path) -> None:
     base = model.to_image(model.decode(mu[:1]).mean.detach())
     assert torch.allclose(panel.images[2], base[0], atol=1e-6)
     assert torch.allclose(panel.images[7], base[0], atol=1e-6)
+
+
+def untrained_model(tmp_path: Path, latent_dim: int) -> vae_cli.Model:
+    """An untrained 8x8 digits model: its figures are drawn from the built-in (offline) digits,
+    no training needed; step is set as a loaded checkpoint would give it."""
+    from vae_cli.settings import Config
+    from vae_cli.training.module import VAEModule
+
+    cfg = Config(dataset="digits", latent_dim=latent_dim, hidden_dim=32).validate()
+    model = vae_cli.Model(VAEModule(cfg.to_dict()), tmp_path / "u.ckpt", tmp_path)
+    model.__dict__["step"] = 0  # functools.cached_property: no checkpoint file to read
+    return model
+
+
+def test_one_dimensional_latent_space_gets_its_own_figures(tmp_path: Path) -> None:
+    model = untrained_model(tmp_path, latent_dim=1)
+    written = latent.write_latent_figures(model, tmp_path / "out", pairs=2, steps=4, n_embed=50, grid=9)
+    folder = tmp_path / "out" / "latent"
+    assert {p.name for p in written} == {"interpolations.png", "traversals.png", "manifold.png", "strip.png"}
+    assert all(p.parent == folder and p.is_file() for p in written)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["latent"]  # no temporary folder left
+    manifold = Image.open(folder / "manifold.png")
+    assert manifold.width >= 9 * 40  # 9 decoded prior quantiles in one row, cells >= 40 px
+    # the manifold row is E[x|z] at z = Phi^-1((j + 0.5) / 9), checked against scipy's quantiles
+    panel = latent.manifold_row_panel(model, 9)
+    z = torch.tensor(norm.ppf((np.arange(9) + 0.5) / 9), dtype=torch.float32).unsqueeze(1)
+    assert torch.allclose(panel.images, model.to_image(model.decode(z).mean.detach()), atol=1e-6)
+
+
+def test_a_failed_figure_leaves_no_partial_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = untrained_model(tmp_path, latent_dim=3)
+
+    def broken(*args, **kwargs):
+        raise ValueError("t-SNE failed")
+
+    monkeypatch.setattr(latent, "embeddings", broken)
+    with pytest.raises(ValueError, match="t-SNE failed"):
+        latent.write_latent_figures(model, tmp_path / "out", pairs=2, steps=3, n_embed=50)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_traversal_labels_show_three_significant_figures_and_activity(tmp_path: Path) -> None:
+    model = untrained_model(tmp_path, latent_dim=3)
+    variances = torch.tensor([0.5, 0.00421, 0.0123])
+    panel = latent.traversal_panel(model, torch.zeros(1, 3), variances, dims=3, steps=3)
+    assert list(panel.row_labels) == ["z0 A=0.5 active", "z2 A=0.0123 active", "z1 A=0.00421 inactive"]
+
+
+@pytest.mark.slow
+def test_latent_refuses_a_checkpoint_copied_from_another_model(tiny_run: Path, tmp_path: Path, cli) -> None:
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)
+        state["hyper_parameters"]["config"]["latent_dim"] = 7
+        torch.save(state, ckpt)
+    before = sorted(p.name for p in run.iterdir())
+    result = cli("latent", run)
+    assert result.exit_code == 2
+    assert "its latent_dim is 7 but the run's config.yaml says 2" in " ".join(result.output.split())
+    assert sorted(p.name for p in run.iterdir()) == before  # no new latent folder

@@ -81,9 +81,19 @@ def test_elbo_series_reads_steps_terms_and_validation(tmp_path: Path) -> None:
     csv = tmp_path / "metrics.csv"
     csv.write_text(CSV_HEAD + "0,10,-50,-45,5,,,\n0,20,-40,-34,6,,,\n0,29,,,,-38,-31,7\n")
     series = report.elbo_series(report.read_metrics(csv))
-    assert series["elbo"]["train"] == [(10, -50.0), (20, -40.0)]
-    assert series["recon"]["validation"] == [(29, -31.0)]
-    assert series["kl"]["train"] == [(10, 5.0), (20, 6.0)]
+    # Lightning logs step s after s + 1 optimiser steps (checked on a real run below)
+    assert series["elbo"]["train"] == [(11, -50.0), (21, -40.0)]
+    assert series["recon"]["validation"] == [(30, -31.0)]
+    assert series["kl"]["train"] == [(11, 5.0), (21, 6.0)]
+
+
+@pytest.mark.slow
+def test_elbo_series_steps_are_the_checkpoint_steps(tiny_run: Path) -> None:
+    from vae_cli.training.checkpointing import checkpoint_step
+
+    series = report.elbo_series(report.read_metrics(tiny_run / "metrics.csv"))
+    # the last validation ran at the end of training: the step last.ckpt was saved at
+    assert series["elbo"]["validation"][-1][0] == checkpoint_step(tiny_run / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.parametrize("rows", ["0,5,,,,-38,-31,7\n", "0,3,-50,-45,5,,,\n0,5,,,,-38,-31,7\n"])
@@ -98,3 +108,60 @@ def test_elbo_plot_with_one_point_draws_markers(tmp_path: Path, rows: str) -> No
     rgb = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
     coloured = (np.abs(rgb[..., 0] - rgb[..., 2]) > 60).sum()
     assert coloured > 3 * 15
+
+
+def test_one_point_plot_has_whole_step_ticks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib.figure
+
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(CSV_HEAD + "0,4,,,,-38,-31,7\n")
+    ticks: list[list[float]] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        ticks.extend(list(ax.get_xticks()) for ax in fig.axes)
+        ax = fig.axes[0]
+        ticks.append([line.get_xdata()[0] for line in ax.get_lines()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    assert report.plot_elbo_curves(csv, tmp_path / "elbo.png", "step 5") is not None
+    assert ticks[-1] == [5]  # the point sits at step 5, the step of the checkpoint
+    for axis_ticks in ticks[:-1]:
+        assert axis_ticks and all(float(t).is_integer() for t in axis_ticks)
+
+
+def test_every_cell_is_at_least_min_cell_pixels(tmp_path: Path) -> None:
+    # 2 panels x 6 rows x 12 columns of 8x8 digits (vae latent's interpolations) was 16 px a cell
+    panels = [report.Panel(torch.rand(72, 1, 8, 8), "t", 12)] * 2
+    image = report.render(panels, "caption")
+    assert report.MIN_CELL >= 32
+    assert image.width >= 2 * 12 * report.MIN_CELL
+
+
+def test_long_captions_wrap_instead_of_running_off(tmp_path: Path) -> None:
+    path = "/very/long/absolute/path/" + "/".join(f"folder{i}" for i in range(20)) + "/version_0"
+    lines = report._wrap(f"run {path} · likelihood bernoulli", 300)
+    assert all(report.font_width(line) <= 300 - 2 * report.MARGIN for line in lines)
+    assert "".join(lines).replace(" ", "") == f"run{path}·likelihoodbernoulli"  # nothing dropped
+
+
+def test_caption_names_a_run_under_the_working_directory_relatively(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    caption = report.run_caption(tmp_path / "runs" / "x" / "version_0", "bernoulli", 3)
+    assert caption.startswith("run runs/x/version_0 ·")
+
+
+def test_out_never_replaces_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "samples.png"
+    target.write_bytes(b"earlier work")
+    with pytest.raises(report.VaeError, match="already exists"):
+        report.save_grid(torch.rand(4, 1, 8, 8), target, replace=False)
+    assert target.read_bytes() == b"earlier work"
+    fresh = report.save_grid(torch.rand(4, 1, 8, 8), tmp_path / "new.png", replace=False)
+    assert Image.open(fresh).width >= 400 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "new.png",
+        "samples.png",
+    ]

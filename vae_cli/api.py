@@ -24,12 +24,15 @@ from torch import Tensor
 from torch.distributions import Distribution
 
 from vae_cli import runs
+from vae_cli.data.checks import check_support
 from vae_cli.data.support import to_image
+from vae_cli.errors import VaeError
 from vae_cli.model import estimators
 from vae_cli.model.likelihoods import Support
 from vae_cli.model.vae import diagonal_gaussian
 from vae_cli.settings import Config, RunSettings
 from vae_cli.training.module import VAEModule
+from vae_cli.training.sample import check_temperature
 
 if TYPE_CHECKING:
     from vae_cli.data.datamodule import VAEDataModule
@@ -115,10 +118,36 @@ class Model:
         self.module.to(device)
         return self
 
+    def check_input(self, x: Any) -> Tensor:
+        """x as the model reads it: a tensor or numpy array of shape (N, C, H, W), or one
+        (C, H, W) example, with values on the likelihood's support (data/checks.py, the rule
+        the data module applies), as float32 on the model's device. Anything else is a
+        VaeError saying what was expected, not a torch error deep inside a network."""
+        import numpy as np
+
+        shape = tuple(self.module.shape)
+        want = f"(N, {', '.join(map(str, shape))})"
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x) if x.dtype.kind in "biuf" else x
+        if not isinstance(x, Tensor) or x.dtype == torch.bool or x.is_complex():
+            kind = f"a {type(x).__name__}" if not isinstance(x, Tensor) else f"a {x.dtype} tensor"
+            raise VaeError(f"x is {kind}: pass a real-valued torch tensor or numpy array of shape {want}")
+        if tuple(x.shape) == shape:  # one example without the batch dimension
+            x = x.unsqueeze(0)
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape or len(x) == 0:
+            raise VaeError(
+                f"x has shape {tuple(x.shape)}, expected {want} with N >= 1 "
+                f"(or one example of shape {shape}): pass images as the run's data holds them"
+            )
+        x = x.to(self.device, torch.float32)
+        c = self.config
+        check_support(x, self.support, c.likelihood, "x", c.binarize)
+        return x
+
     def encode(self, x: Tensor) -> Distribution:
         """q(z|x): a diagonal Gaussian, batch shape (B,), event shape (latent_dim,)."""
         vae = self.module.vae
-        return diagonal_gaussian(vae.encoder(vae.likelihood.encoder_input(x.to(self.device))))
+        return diagonal_gaussian(vae.encoder(vae.likelihood.encoder_input(self.check_input(x))))
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x|z) for z of shape (B, latent_dim): its .mean is E[x|z], .sample() draws x."""
@@ -127,6 +156,8 @@ class Model:
     @torch.no_grad()
     def sample(self, n: int, stochastic: bool = False, temperature: float = 1.0) -> Tensor:
         """n images from z ~ N(0, T^2 I): E[x|z], or x ~ p(x|z) when stochastic."""
+        check_count("n", n, "images to draw")
+        check_temperature(temperature, "temperature")
         z = torch.randn(n, self.module.vae.latent_dim, device=self.device) * temperature
         dist = self.module.vae.decode_prior(z)
         return dist.sample() if stochastic else dist.mean
@@ -134,23 +165,32 @@ class Model:
     @torch.no_grad()
     def reconstruct(self, x: Tensor, stochastic: bool = False) -> Tensor:
         """E[x|z] (or x' ~ p(x|z)) at z = E_q[z|x], the posterior mean."""
-        dist = self.decode(self.encode(x).mean)
+        dist = self.decode(self.encode(x).mean)  # encode checks x
         return dist.sample() if stochastic else dist.mean
 
     @torch.no_grad()
     def elbo(self, x: Tensor) -> Tensor:
         """ELBO per example in nats (analytic KL where the model has one; one z sample)."""
-        return estimators.elbo(self.module.vae, x.to(self.device))["elbo"]
+        return estimators.elbo(self.module.vae, self.check_input(x))["elbo"]
 
     @torch.no_grad()
     def iw_bound(self, x: Tensor, k: int, chunk: int | None = 100) -> Tensor:
         """The importance-weighted bound log (1/k) sum_k p(x, z_k) / q(z_k|x) per example,
         in nats (Burda et al. 2016); >= elbo(x) in expectation, tighter as k grows."""
-        return estimators.iw_bound(self.module.vae, x.to(self.device), k, chunk)
+        check_count("k", k, "importance samples")
+        if chunk is not None:
+            check_count("chunk", chunk, "importance samples per pass")
+        return estimators.iw_bound(self.module.vae, self.check_input(x), k, chunk)
 
     def to_image(self, x: Tensor) -> Tensor:
         """Values on the likelihood's support -> [0, 1] images (for torchvision grids)."""
         return to_image(x.float(), self.support).cpu()
+
+
+def check_count(name: str, value: Any, what: str) -> None:
+    """A whole number >= 1 (not a bool, a float or a negative number)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise VaeError(f"{name} must be a whole number >= 1 ({what}), got {value!r}")
 
 
 def load(path: str | Path, data_dir: str | None = None) -> Model:
@@ -161,7 +201,7 @@ def load(path: str | Path, data_dir: str | None = None) -> Model:
     from vae_cli.training.load import load_module
 
     ckpt, run_dir = runs.resolve_checkpoint(Path(path), Path("runs"))
-    return Model(load_module(ckpt), ckpt, run_dir, data_dir)
+    return Model(load_module(ckpt, run_dir), ckpt, run_dir, data_dir)
 
 
 def train(
@@ -178,10 +218,16 @@ def train(
     from vae_cli.settings import resolve_all
     from vae_cli.training.fit import fit as fit_config
 
+    if not isinstance(config, (Config, dict)):  # None would silently train the default model
+        raise TypeError(
+            f"vae_cli.train(config): config must be a Config or a dict of settings, "
+            f"not {type(config).__name__}; pass {{}} for experiments.yaml's defaults"
+        )
+
     if isinstance(config, Config):
         cfg, hardware = config.validate(), run or RunSettings()
-    else:
-        cfg, given = resolve_all(experiment, None, config)
+    elif isinstance(config, dict):
+        cfg, given = resolve_all(experiment, None, config, source="the settings given to vae_cli.train")
         hardware = run or given
     run_dir = fit_config(cfg, run=hardware.validate())
     assert run_dir is not None  # None only for smoke runs, which train(config) never asks for

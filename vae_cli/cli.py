@@ -381,19 +381,19 @@ def sample(
     One decoder pass: it runs in one process on one device of --accelerator under
     --precision; launched as several processes (torchrun, srun), only rank 0 writes.
     """
+    from vae_cli.training.sample import check_temperature, sample_on_device, sample_title
+
     check_n(n)
-    if not 0 < temperature < float("inf"):
-        raise VaeError(f"--temperature must be a finite number > 0, got {temperature}")
+    check_temperature(temperature)
     check_seed(seed)
     hardware = run_flags(settings or {})
     quiet_lightning()
     from vae_cli import report
     from vae_cli.training.checkpointing import checkpoint_step
     from vae_cli.training.load import load_module
-    from vae_cli.training.sample import SAMPLE_TITLES, sample_on_device
 
     if out_file is not None:
-        report.check_image_path(out_file)
+        report.check_new_image_path(out_file)
     ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     module = load_module(ckpt, run_dir)
     images = sample_on_device(module, n, stochastic, temperature, seed, hardware)
@@ -404,9 +404,9 @@ def sample(
     path = out_file or runs.free_name(run_dir / f"samples-{kind_name}-seed{seed}-T{temperature:g}-n{n}.png")
     runs.ensure_writable(path.parent, "--out" if out_file else "--out (the run directory is not writable)")
     caption = report.run_caption(
-        run_dir, module.cfg.likelihood, checkpoint_step(ckpt), SAMPLE_TITLES[stochastic]
+        run_dir, module.cfg.likelihood, checkpoint_step(ckpt), sample_title(stochastic, temperature)
     )
-    report.save_grid(images, path, caption=caption)
+    report.save_grid(images, path, caption=caption, replace=False)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
     out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
 
@@ -442,7 +442,7 @@ def reconstruct(
     from vae_cli.training.reconstruct import default_path, eval_examples, reconstruction_pair
 
     if out_file is not None:
-        report.check_image_path(out_file)
+        report.check_new_image_path(out_file)
     ckpt, run_dir = runs.resolve_checkpoint(run, Path(hardware.runs_dir))
     module = load_module(ckpt, run_dir)
     data_dir = settings.get("data_dir")
@@ -453,7 +453,7 @@ def reconstruct(
     what = f"{split} inputs above their reconstructions {kind}, z = E_q[z|x]"
     caption = report.run_caption(run_dir, module.cfg.likelihood, checkpoint_step(ckpt), what)
     panel = report.reconstruction_panel(*reconstruction_pair(module, x, stochastic, seed))
-    report.save_panels([panel], path, caption)
+    report.save_panels([panel], path, caption, replace=False)
     out.print(
         f"wrote {path} ({len(x)} {split} inputs above {kind}, likelihood {module.cfg.likelihood})",
         markup=False,

@@ -7,10 +7,15 @@ Written into a new folder (RUN/latent, else RUN/latent-1, ...), never over exist
     traversals.png      the most active latent units (Burda et al. 2016's statistic
                         A_u = Cov_x E_q[z_u|x]), each swept from -3 to +3 prior standard
                         deviations around a base code, the other units held fixed
+    latent_dim 1:  manifold.png  E[x|z] at prior quantiles z = Phi^-1(u), one row
+                   strip.png     posterior means of the test split along z, one row per class
     latent_dim 2:  manifold.png  E[x|z] on a grid of prior quantiles z = Phi^-1(u)
                                  (Kingma & Welling 2014, fig. 4)
                    scatter.png   posterior means of the test split, coloured by class
     latent_dim > 2: embedding.png  PCA and t-SNE of the posterior means, coloured by class
+
+The figures are drawn in a hidden temporary folder that is renamed into place at the end,
+so a failure leaves no half-written latent folder.
 
 Classes come from data/labels.py (the data's own labels, else a built-in dataset's) where
 the data has them; otherwise one colour.
@@ -18,6 +23,9 @@ the data has them; otherwise one colour.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -81,7 +89,12 @@ def traversal_panel(model: Model, base: Tensor, variances: Tensor, dims: int, st
     for i, u in enumerate(order.tolist()):
         z[i * steps : (i + 1) * steps, u] += values
     images = model.to_image(model.decode(z).mean)
-    labels = [f"z{u} A={variances[u]:.2f}" for u in order.tolist()]
+    # 3 significant figures (a fixed 2 decimals showed A=0.01 for every quiet unit), and
+    # which side of the activity threshold each unit is on
+    state = {True: "active", False: "inactive"}
+    labels = [
+        f"z{u} A={variances[u]:.3g} {state[bool(variances[u] > activity.THRESHOLD)]}" for u in order.tolist()
+    ]
     title = f"z_u = base_u + v, v from -{SPAN:g} to +{SPAN:g} (left to right)"
     return report.Panel(images, title, steps, labels)
 
@@ -92,6 +105,43 @@ def prior_quantile_grid(n: int) -> Tensor:
     q = Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n)
     z1, z2 = torch.meshgrid(q, q.flip(0), indexing="xy")
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
+
+
+@torch.no_grad()
+def manifold_row_panel(model: Model, n: int) -> report.Panel:
+    """latent_dim 1: E[x|z] at the n prior quantiles z = Phi^-1((j + 0.5) / n), left to right."""
+    z = Normal(0.0, 1.0).icdf((torch.arange(n) + 0.5) / n).unsqueeze(1)
+    images = model.to_image(model.decode(z).mean)
+    return report.Panel(
+        images, f"E[x|z] at {n} prior quantiles z = Phi^-1((j + 0.5) / {n}), left to right", n
+    )
+
+
+def plot_strip(mu: Tensor, labels: Tensor | None, caption: str, path: Path) -> Path:
+    """latent_dim 1: posterior means along z, one row of points (jittered) per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = mu[:, 0]
+    classes = labels.unique().tolist() if labels is not None else [None]
+    g = torch.Generator().manual_seed(0)
+    fig, ax = plt.subplots(figsize=(6.4, 1.2 + 0.35 * len(classes)), dpi=90)
+    for row, c in enumerate(classes):
+        sel = values if c is None else values[labels == c]
+        jitter = (torch.rand(len(sel), generator=g) - 0.5) * 0.5
+        ax.scatter(sel, row + jitter, s=4, alpha=0.6)
+    ax.set_yticks(range(len(classes)), ["all" if c is None else str(c) for c in classes])
+    ax.set_ylabel("class" if labels is not None else "")
+    ax.set_xlabel("E_q[z|x]")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("posterior means E_q[z|x], test split, by class", fontsize=9)
+    fig.suptitle(caption + ("" if labels is not None else "\n(no class labels for this dataset)"), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 @torch.no_grad()
@@ -169,7 +219,33 @@ def write_latent_figures(
         raise VaeError("the test split has fewer than 2 examples: nothing to interpolate")
     labels = model.labels
     mu = posterior_means(model, x)
-    folder = fresh_folder(out_parent)
+    out_parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_parent, prefix=".latent-"))
+    try:
+        names = [path.name for path in draw_figures(model, x, labels, mu, work, pairs, steps, dims,
+                                                    n_embed, grid, seed)]  # fmt: skip
+        folder = fresh_folder(out_parent)
+        os.replace(work, folder)  # onto the empty folder just reserved: atomic on POSIX
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return [folder / name for name in names]
+
+
+def draw_figures(
+    model: Model,
+    x: Tensor,
+    labels: Tensor | None,
+    mu: Tensor,
+    folder: Path,
+    pairs: int,
+    steps: int,
+    dims: int,
+    n_embed: int,
+    grid: int,
+    seed: int,
+) -> list[Path]:
+    """The figures of write_latent_figures, into `folder`."""
     caption = report.run_caption(model.run_dir, model.config.likelihood, model.step)
     g = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(x), generator=g)[: 2 * pairs]
@@ -190,7 +266,12 @@ def write_latent_figures(
     panel = traversal_panel(model, mu[base].unsqueeze(0), variances, dims, 11)
     written.append(report.save_panels([panel], folder / "traversals.png", f"{what}\n{caption}"))
 
-    if mu.shape[1] == 2:
+    if mu.shape[1] == 1:
+        what = "the learned 1-D manifold"
+        manifold = [manifold_row_panel(model, grid)]
+        written.append(report.save_panels(manifold, folder / "manifold.png", f"{what}\n{caption}"))
+        written.append(plot_strip(mu, labels, caption, folder / "strip.png"))
+    elif mu.shape[1] == 2:
         what = "the learned manifold (Kingma & Welling 2014, fig. 4)"
         manifold = [manifold_panel(model, grid)]
         written.append(report.save_panels(manifold, folder / "manifold.png", f"{what}\n{caption}"))

@@ -9,8 +9,11 @@ the likelihood and the checkpoint step, a title per panel, and optional row labe
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ if TYPE_CHECKING:  # torch only when a figure is drawn: `vae --help` stays fast
     from torch import Tensor
 
 MIN_WIDTH = 400  # px: a default grid is upscaled to at least about this width
+MIN_CELL = 40  # px: and every cell to at least this size, so an 8x8 digit stays readable
 PAD = 2  # px of white between cells
 FONT_SIZE = 14
 MARGIN = 6  # px around text
@@ -70,12 +74,26 @@ def font_width(text: str) -> float:
     return _font().getlength(text)
 
 
+def _split_long(word: str, width_px: int) -> list[str]:
+    """A word wider than width_px (a long path) in pieces that fit, cut after a "/" where
+    one falls in the piece: a caption is wrapped, never cut off at the figure's edge."""
+    font, pieces = _font(), []
+    while font.getlength(word) > width_px and len(word) > 1:
+        end = max([1] + [i for i in range(1, len(word)) if font.getlength(word[:i]) <= width_px])
+        slash = word.rfind("/", 0, end)
+        end = slash + 1 if slash > 0 else end
+        pieces.append(word[:end])
+        word = word[end:]
+    return [*pieces, word]
+
+
 def _wrap(text: str, width_px: int) -> list[str]:
     """Greedy word wrap to what fits in width_px with the figure font."""
     font, lines = _font(), []
     for part in text.splitlines():
         line = ""
-        for word in part.split(" "):
+        words = [piece for word in part.split(" ") for piece in _split_long(word, width_px - 2 * MARGIN)]
+        for word in words:
             trial = f"{line} {word}" if line else word
             if line and font.getlength(trial) > width_px - 2 * MARGIN:
                 lines.append(line)
@@ -124,7 +142,10 @@ def render(panels: Sequence[Panel], caption: str = "", min_width: int = MIN_WIDT
     so that the widest panel's grid is at least min_width / len(panels) px wide."""
     mode = "L" if all(p.images.shape[1] == 1 for p in panels) else "RGB"
     per_panel = min_width // len(panels)
-    scale = max(scale_for(p.images.shape[-1], p.columns(), per_panel) for p in panels)
+    scale = max(
+        max(scale_for(p.images.shape[-1], p.columns(), per_panel), math.ceil(MIN_CELL / p.images.shape[-1]))
+        for p in panels
+    )
     images = [_panel_image(p, scale, mode) for p in panels]
     gap = 12
     width = sum(im.width for im in images) + gap * (len(images) - 1)
@@ -142,23 +163,45 @@ def render(panels: Sequence[Panel], caption: str = "", min_width: int = MIN_WIDT
     return out
 
 
-def save_image_file(image: Image.Image, path: Path) -> Path:
-    """Written atomically (a killed command leaves no half image), in the format of its name."""
+def save_image_file(image: Image.Image, path: Path, replace: bool = True) -> Path:
+    """Written atomically (a killed command leaves no half image), in the format of its name.
+
+    replace=False (what a command's --out or a new name asks for): an existing file is never
+    replaced, even one another command wrote a moment ago; the finished temporary file is
+    hard-linked into place, which fails if the name is taken."""
     path = check_image_path(path)
-    with runs.atomic_file(path, "wb") as f:
-        image.save(f, format=image_format(path), optimize=True)
+    if replace:
+        with runs.atomic_file(path, "wb") as f:
+            image.save(f, format=image_format(path), optimize=True)
+        return path
+    check_new_image_path(path)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        with runs.atomic_file(Path(tmp) / path.name, "wb") as f:
+            image.save(f, format=image_format(path), optimize=True)
+        try:
+            os.link(Path(tmp) / path.name, path)
+        except FileExistsError:
+            check_new_image_path(path)  # raises: the name was taken meanwhile
+            raise
+        except OSError:  # a file system without hard links: checked just above, then renamed
+            os.replace(Path(tmp) / path.name, check_new_image_path(path))
     return path
 
 
 def save_grid(
-    images: Tensor, path: Path, nrow: int | None = None, caption: str = "", title: str = ""
+    images: Tensor,
+    path: Path,
+    nrow: int | None = None,
+    caption: str = "",
+    title: str = "",
+    replace: bool = True,
 ) -> Path:
     """images in [0, 1], (N, C, H, W) -> one upscaled, captioned PNG grid."""
-    return save_image_file(render([Panel(images, title, nrow)], caption), path)
+    return save_image_file(render([Panel(images, title, nrow)], caption), path, replace)
 
 
-def save_panels(panels: Sequence[Panel], path: Path, caption: str = "") -> Path:
-    return save_image_file(render(panels, caption), path)
+def save_panels(panels: Sequence[Panel], path: Path, caption: str = "", replace: bool = True) -> Path:
+    return save_image_file(render(panels, caption), path, replace)
 
 
 def reconstruction_panel(inputs: Tensor, outputs: Tensor, title: str = "", per_row: int = 8) -> Panel:
@@ -178,7 +221,11 @@ def reconstruction_panel(inputs: Tensor, outputs: Tensor, title: str = "", per_r
 
 
 def run_caption(run: str | Path, likelihood: str, step: int | None, what: str = "") -> str:
-    """The line every figure carries: what it shows, which run, which likelihood, which step."""
+    """The line every figure carries: what it shows, which run, which likelihood, which step.
+    A run under the working directory is named relative to it (short enough to read)."""
+    run = Path(run)
+    with contextlib.suppress(ValueError):
+        run = run.resolve().relative_to(Path.cwd().resolve())
     where = f"run {run} · likelihood {likelihood}" + (f" · step {step}" if step is not None else "")
     return f"{what}\n{where}" if what else where
 
@@ -205,6 +252,17 @@ def check_image_path(path: Path) -> Path:
     return path
 
 
+def check_new_image_path(path: Path) -> Path:
+    """check_image_path, and nothing there yet: an explicit --out never replaces a file."""
+    path = check_image_path(path)
+    if path.exists():
+        raise VaeError(
+            f"--out {path} already exists (nothing is ever overwritten): pass a new file name, "
+            f"or leave out --out for a fresh name in the run directory"
+        )
+    return path
+
+
 def read_metrics(metrics_csv: Path) -> list[dict[str, str]]:
     with metrics_csv.open() as f:
         return list(csv.DictReader(f))
@@ -219,6 +277,9 @@ def elbo_series(rows: list[dict[str, str]]) -> Series:
 
     Training values are the windowed means logged every log_every_n_steps steps (the per-epoch
     means where a run logged no window); validation values are the full-split means.
+    Lightning writes a row's `step` before it counts the optimiser step just taken (a
+    validation after 5 steps is logged at step 4), so steps here are that plus one: the
+    number of optimiser steps done, the step a checkpoint and the figure captions name.
     """
     series: Series = {}
     for term, _ in TERMS:
@@ -226,7 +287,7 @@ def elbo_series(rows: list[dict[str, str]]) -> Series:
         for label, keys in (("train", (f"train/{term}_step", f"train/{term}_epoch")),
                             ("validation", (f"val/{term}",))):  # fmt: skip
             for key in keys:
-                points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+                points = [(int(r["step"]) + 1, float(r[key])) for r in rows if r.get(key)]
                 if points:
                     curves[label] = points
                     break
@@ -242,6 +303,7 @@ def plot_elbo_curves(metrics_csv: Path, out: Path, caption: str = "") -> Path | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     series = elbo_series(read_metrics(metrics_csv))
     if not series:
@@ -254,6 +316,7 @@ def plot_elbo_curves(metrics_csv: Path, out: Path, caption: str = "") -> Path | 
             ax.plot(steps, values, "-" if line else "o", label=label, lw=1.2, ms=5)
         ax.set_title(dict(TERMS)[term], fontsize=10)
         ax.set_xlabel("optimiser step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps, even one
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("nats per example")
     axes[0][0].legend(fontsize=8)

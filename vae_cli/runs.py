@@ -50,9 +50,14 @@ def resolve_checkpoint(run_or_ckpt: Path | None, runs_dir: Path) -> tuple[Path, 
         raise VaeError(f"{path} does not exist: pass a run directory or a .ckpt file")
     if path.is_dir():
         return checkpoint_in(path), path  # type: ignore[return-value]
-    # runs/<exp>/version_n/checkpoints/x.ckpt -> runs/<exp>/version_n
-    run_dir = path.parent.parent if path.parent.name == CHECKPOINTS else path.parent
-    return path, run_dir
+    return path, run_dir_of(path)
+
+
+def run_dir_of(ckpt: Path) -> Path:
+    """The run directory a checkpoint file sits in: runs/<exp>/version_n/checkpoints/x.ckpt ->
+    runs/<exp>/version_n (a .ckpt elsewhere: its folder)."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
 
 
 def umask_mode() -> int:

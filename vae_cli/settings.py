@@ -423,8 +423,10 @@ def layered(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     experiments: Experiments | None = None,
+    source: str = "command-line flags",
 ) -> dict[str, Any]:
-    """Every source in order (later wins), as one flat mapping of coerced values."""
+    """Every source in order (later wins), as one flat mapping of coerced values; `source`
+    names the overrides in messages."""
     experiments = experiments if experiments is not None else Experiments.load()
     values: dict[str, Any] = {}
     for key, value in experiments.defaults.items():
@@ -440,7 +442,7 @@ def layered(
             values[key] = coerce(key, value, str(config_file))
     for key, value in (overrides or {}).items():
         if value is not None:
-            values[key] = coerce(key, value, "command-line flags")
+            values[key] = coerce(key, value, source)
     return values
 
 
@@ -449,9 +451,10 @@ def resolve_all(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     experiments: Experiments | None = None,
+    source: str = "command-line flags",
 ) -> tuple[Config, RunSettings]:
     """Layer the sources in order and validate: (what is trained, how this process runs)."""
-    return split(layered(experiment, config_file, overrides, experiments))
+    return split(layered(experiment, config_file, overrides, experiments, source))
 
 
 def resolve(

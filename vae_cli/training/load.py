@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vae_cli import runs
 from vae_cli.config import Config
 from vae_cli.data.datamodule import VAEDataModule
 from vae_cli.errors import VaeError
@@ -55,11 +56,14 @@ def datamodule_for(
 
 def load_module(ckpt: Path, run_dir: Path | None = None) -> VAEModule:
     """The module of a checkpoint, built from its saved config and weights. Never through
-    pickle (read_checkpoint: weights_only=True), so a checkpoint cannot run code; if the
-    checkpoint sits in a run directory, it must match the run's config.yaml."""
-    checkpoint = read_checkpoint(Path(ckpt))
-    if run_dir is not None:
-        check_same_model(checkpoint, Path(run_dir), Path(ckpt))
+    pickle (read_checkpoint: weights_only=True), so a checkpoint cannot run code. If the
+    checkpoint sits in a run directory (`run_dir`, by default the one its path names), it
+    must match the run's config.yaml: every reader (eval, sample, reconstruct, latent, the
+    Python API, sweeps) comes through here, so none can use a checkpoint copied from
+    another model."""
+    ckpt = Path(ckpt)
+    checkpoint = read_checkpoint(ckpt)
+    check_same_model(checkpoint, Path(run_dir) if run_dir is not None else runs.run_dir_of(ckpt), ckpt)
     try:
         hparams = checkpoint["hyper_parameters"]
         module = VAEModule(hparams["config"], data=hparams.get("data"))

@@ -14,6 +14,20 @@ from vae_cli.training.module import VAEModule
 SAMPLE_TITLES = {False: "decoder means E[x|z], z ~ p(z)", True: "samples x ~ p(x|z), z ~ p(z)"}
 
 
+def sample_title(stochastic: bool, temperature: float = 1.0) -> str:
+    """SAMPLE_TITLES, naming the prior actually drawn from when T != 1."""
+    title = SAMPLE_TITLES[stochastic]
+    return title if temperature == 1 else title.replace("z ~ p(z)", f"z ~ N(0, {temperature:g}² I)")
+
+
+def check_temperature(temperature: float, name: str = "--temperature") -> None:
+    """T scales the prior's standard deviation: 0, a negative number, inf or NaN draw nothing
+    meaningful (the rule of `vae sample` and of Model.sample)."""
+    number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+    if not number or not 0 < temperature < float("inf"):
+        raise VaeError(f"{name} must be a finite number > 0, got {temperature!r}")
+
+
 @torch.no_grad()
 def sample_images(
     module: VAEModule, n: int, stochastic: bool, temperature: float = 1.0, seed: int = 0
