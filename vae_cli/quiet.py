@@ -16,8 +16,9 @@ def quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", ".*Experiment logs directory .* exists and is not empty.*")
+    # Ours to handle (ResumedCSVLogger keeps metrics.csv); (?s): a path may hold a newline.
+    warnings.filterwarnings("ignore", "(?s).*Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", "(?s).*Experiment logs directory .* exists and is not empty")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     # About self.log's step cadence, counted in Lightning batches; the training means are
     # logged by the module every log_every_n_steps optimiser steps (fastpath.log_due).
