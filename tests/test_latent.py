@@ -129,3 +129,18 @@ def test_latent_refuses_a_checkpoint_copied_from_another_model(tiny_run: Path, t
     assert result.exit_code == 2
     assert "its latent_dim is 7 but the run's config.yaml says 2" in " ".join(result.output.split())
     assert sorted(p.name for p in run.iterdir()) == before  # no new latent folder
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_latent_folder_follows_the_umask(tmp_path: Path, umask: int) -> None:
+    """Drawn in a mkdtemp folder (always 0700) and renamed: it must end with mkdir()'s mode."""
+    import os
+
+    model = untrained_model(tmp_path, latent_dim=1)
+    old = os.umask(umask)
+    try:
+        latent.write_latent_figures(model, tmp_path / "out", pairs=2, steps=3, n_embed=50, grid=3)
+        (tmp_path / "plain").mkdir()  # what mkdir() gives: the reference
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out" / "latent").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Normal
 
-from vae_cli import report
+from vae_cli import report, runs
 from vae_cli.api import Model
 from vae_cli.errors import VaeError
 from vae_cli.model import activity
@@ -221,6 +221,7 @@ def write_latent_figures(
     mu = posterior_means(model, x)
     out_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_parent, prefix=".latent-"))
+    work.chmod(runs.umask_mode(folder=True))  # mkdtemp's 0700 would hide the figures from colleagues
     try:
         names = [path.name for path in draw_figures(model, x, labels, mu, work, pairs, steps, dims,
                                                     n_embed, grid, seed)]  # fmt: skip

@@ -60,12 +60,12 @@ def run_dir_of(ckpt: Path) -> Path:
     return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS else ckpt.parent
 
 
-def umask_mode() -> int:
-    """The mode open() gives a new file under the user's umask (mkstemp's is always 0600,
-    which would hide results from colleagues on a shared cluster)."""
+def umask_mode(folder: bool = False) -> int:
+    """The mode open() (or mkdir(), for a folder) gives under the user's umask: mkstemp's
+    0600 and mkdtemp's 0700 would hide results from colleagues on a shared cluster."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return (0o777 if folder else 0o666) & ~mask
 
 
 @contextlib.contextmanager
