@@ -332,6 +332,26 @@ def test_sweep_runs_two_jobs_and_a_rerun_skips_finished_members(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_jobs_share_one_fresh_mlflow_sqlite_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"  # fresh: both members would migrate it at once
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = ("--grid", "likelihood=bernoulli,gaussian", "--set", "max_steps=4", "--set", "logger=csv,mlflow",
+            *TINY, "--iw-samples", "0", "--jobs", "2", "--out", "s")  # fmt: skip
+    result = run_sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=uri)
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.run_name.split("/")[0] for r in found) == [
+        "likelihood=bernoulli,seed=0",
+        "likelihood=gaussian,seed=0",
+    ]
+    assert all(r.info.status == "FINISHED" for r in found)
+
+
+@pytest.mark.slow
 def test_killed_sweep_resumes_members_from_their_checkpoints(tmp_path):
     args = ("--set", "epochs=12", *TINY, "--iw-samples", "0", "--out", "s")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")}
