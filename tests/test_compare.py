@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,14 +68,24 @@ def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
     for a, b in zip(rows, rows2, strict=True):
         assert (a["likelihood"], a["elbo"], a["iw_nll"]) == (b["likelihood"], b["elbo"], b["iw_nll"])
         assert b["train_wall_s"] == "" and Path(b["run_dir"]) == Path(a["run_dir"]).resolve()
-    # the same run twice: two rows told apart by their run, two figures, one setting with n = 2
-    twice = cli("compare", "--run", rows[0]["run_dir"], "--run", rows[0]["run_dir"], "-k", "3", "--out", "r3")
-    assert twice.exit_code == 0, twice.output
+    # two runs of one setting (a run and a copy of it) are two rows, never pooled as seeds
+    copy = tmp_path / "copy"
+    shutil.copytree(rows[0]["run_dir"], copy)
+    pair = cli("compare", "--run", rows[0]["run_dir"], "--run", str(copy), "-k", "3", "--out", "r3")
+    assert pair.exit_code == 0, pair.output
     members = list(csv.DictReader((tmp_path / "r3" / "members.csv").open()))
-    assert [m["run"] for m in members] == ["0", "1"] and members[0]["elbo"] == members[1]["elbo"]
-    assert len(list((tmp_path / "r3" / "figures").glob("samples-*.png"))) == 2
-    (agg,) = csv.DictReader((tmp_path / "r3" / "results.csv").open())
-    assert agg["n"] == "2" and float(agg["elbo_std"]) == 0.0
+    assert [m["run"] for m in members] == [rows[0]["run_dir"], str(copy)]
+    assert members[0]["elbo"] == members[1]["elbo"]  # the same weights, the same test numbers
+    agg = list(csv.DictReader((tmp_path / "r3" / "results.csv").open()))
+    assert [(a["run"], a["n"], a["elbo_std"]) for a in agg] == [
+        (rows[0]["run_dir"], "1", ""),
+        (str(copy), "1", ""),
+    ]
+    # the same run twice is a slip: one line, nothing written
+    again_copy = tmp_path / "r3" / ".." / "copy"  # another spelling of the same folder
+    twice = cli("compare", "--run", str(copy), "--run", str(again_copy), "-k", "3", "--out", "r4")
+    assert twice.exit_code == 2 and f"--run {again_copy} is given twice" in twice.output, twice.output
+    assert not (tmp_path / "r4").exists()
     # re-running the comparison trains nothing: every member is finished
     again = cli(
         "compare", "--dataset", "digits", "--likelihoods", ",".join(names), "--max-steps", "5",

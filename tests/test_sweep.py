@@ -62,12 +62,27 @@ def test_grid_members_are_validated_configs_with_readable_names():
             'unknown likelihood "gausian" (did you mean "gaussian"?)',
         ),
         (["--grid", "beta=-1"], "beta must be >= 0, got -1.0"),
-        (["--grid", "seed=1,2"], "(use --seeds for seeds)"),
+        (["--grid", "seed=1,2"], 'cannot sweep "seed": use --seeds for seeds'),
         (["--grid", "beta"], "write KEY=V1,V2"),
         (["--seeds", "0,x"], "seeds must be integers"),
         (["--launcher", "pbs"], 'unknown launcher "pbs"'),
         (["--jobs", "0"], "--jobs must be >= 1"),
         (["--set", "epocs=3"], 'unknown key "epocs"'),
+        # equal once converted to the setting's type: one value twice, not two settings
+        (["--grid", "beta=1,1.0"], "beta needs distinct values"),
+        (["--grid", "latent_dim=2,2.0"], "must be int"),
+        (["--grid", "beta=0.5,,1"], "has an empty value"),
+        (["--grid", "beta=0.5,"], "has an empty value"),
+        (["--seeds", "0,,1"], "no empty items"),
+        (["--seeds", ""], "no empty items"),
+        # what `vae train` refuses up front (trainer.check_hardware), refused for every member
+        (["--grid", "precision=32,16-true"], "precision 16-true is not supported"),
+        (["--grid", "num_nodes=1,2"], "needs a launcher that starts the other nodes"),
+        (["--grid", "experiment=a,b"], 'cannot sweep "experiment": every member of a sweep'),
+        (["--grid", "name=a,b"], 'cannot sweep "name": every member of a sweep'),
+        (["--grid", "runs_dir=a,b"], 'cannot sweep "runs_dir": members are written inside'),
+        (["--grid", "logger=csv,tensorboard"], 'cannot sweep "logger": one logger setting'),
+        (["--grid", "description=a,b"], 'cannot sweep "description": it is free text'),
     ],
 )
 def test_bad_grid_is_one_line_error_before_anything_runs(cli, tmp_path, args, message):
@@ -75,6 +90,83 @@ def test_bad_grid_is_one_line_error_before_anything_runs(cli, tmp_path, args, me
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+    key = args[1].split("=")[0]
+    assert f'did you mean "{key}"' not in result.output  # never suggests what was typed
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--slurm-time", "-5"], "timeout_min must be >= 1, got -5"),
+        (["--slurm", "timeout_min=0"], "timeout_min must be >= 1, got 0"),
+        (["--slurm-gpus", "-1"], "gpus_per_node must be >= 0, got -1"),
+        (["--slurm", "slurm_cpus_per_task=-2"], "slurm_cpus_per_task must be >= 1"),
+        (["--slurm", "mem_gb=abc"], "submitit rejected the SLURM parameters ['mem_gb']"),
+        (["--slurm", "bogus_key=1"], "submitit rejected the SLURM parameters ['bogus_key']"),
+        (["--slurm", "slurm_bogus=1"], "submitit rejected the SLURM parameters ['slurm_bogus']"),
+        (["--slurm", "mem_gb=4", "--slurm", "mem_gb=8"], "--slurm mem_gb is given twice"),
+        (
+            ["--slurm-time", "5", "--slurm", "timeout_min=6"],
+            "--slurm timeout_min=... repeats a --slurm-* flag",
+        ),
+    ],
+)
+def test_bad_submitit_parameters_are_refused_before_anything_is_written(cli, tmp_path, args, message):
+    pytest.importorskip("submitit", reason="the [slurm] extra (submitit) is not installed")
+    result = cli("sweep", "--launcher", "submitit-local", *args, "--out", "s")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no sweep.yaml, no member folder, no submitit/
+
+
+def test_no_slurm_is_refused_before_anything_is_written(cli, tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit", reason="the [slurm] extra (submitit) is not installed")
+    if submitit.AutoExecutor.which() == "slurm":
+        pytest.skip("this machine has SLURM")
+    for args in ([], ["--slurm", "bogus_key=1"]):
+        result = cli("sweep", "--launcher", "slurm", *args, "--out", "s")
+        assert result.exit_code == 2 and "no SLURM on this machine" in result.output, result.output
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_several_nodes_are_left_to_slurm_to_start(tmp_path):
+    from vae_cli.sweep.run import Launch
+
+    Launch("slurm").check_hardware(RunSettings(num_nodes=2))  # SLURM starts the nodes: no error
+    with pytest.raises(VaeError, match="needs a launcher"):
+        Launch("local").check_hardware(RunSettings(num_nodes=2))
+
+
+@pytest.mark.parametrize(
+    "block,message",
+    [
+        ("      seeds: 3\n", "small' sweep: seeds must be a list of integers (e.g. seeds: [0, 1, 2]), got 3"),
+        ("      seeds: [0, '']\n", "small' sweep: seeds must be integers separated by commas, no empty"),
+        ("      seeds: [0, true]\n", "small' sweep: seeds must be integers separated by commas, no empty"),
+        ("      beta: {a: 1}\n", "small' sweep: beta must be a value or a list of values, got a mapping"),
+        ("      beta: [1, 1.0]\n", "beta needs distinct values"),
+    ],
+)
+def test_bad_sweep_block_is_one_line_error(cli, tmp_path, monkeypatch, block, message):
+    exps = tmp_path / "experiments.yaml"
+    exps.write_text("experiments:\n  small:\n    dataset: digits\n    sweep:\n" + block)
+    monkeypatch.setenv("VAE_EXPERIMENTS", str(exps))
+    result = cli("sweep", "-e", "small", "--out", "s")
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_failed_members_make_the_sweep_exit_1_after_the_table(cli, tmp_path):
+    # --devices beyond this machine's cores passes validation and fails when the member starts
+    cores = os.cpu_count() or 1
+    devices = f"{cores + 1},{cores + 2}"
+    result = cli("sweep", "--grid", f"devices={devices}", *TINY, "--set", "max_steps=1", "--out", "s")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: 2 of 2 members failed: devices=")
+    assert f"failed: devices={cores + 1},seed=0: --devices {cores + 1} but this machine" in result.output
+    assert (tmp_path / "s" / "results.md").is_file()  # the report is still written
 
 
 def test_experiment_sweep_block_and_command_line_grid(tmp_path, monkeypatch):
@@ -162,6 +254,52 @@ def test_results_aggregate_over_seeds_and_list_failures(cli, tmp_path):
     assert bad.exit_code == 2 and "has no sweep.yaml" in bad.output
 
 
+@pytest.mark.parametrize(
+    "damage", ["not json{", "{}", "[1, 2]", '{"elbo": "x", "bpd_elbo": 1, "recon": 1, "kl": 1}']
+)
+def test_results_list_a_damaged_member_as_failed_and_report_the_rest(cli, tmp_path, damage):
+    elbos = {("bernoulli", 0): -40.0, ("bernoulli", 1): -42.0, ("gaussian", 0): -700.0}
+    fake_sweep(tmp_path / "s", elbos)
+    (tmp_path / "s" / "likelihood=bernoulli,seed=0" / "eval.json").write_text(damage)
+    result = cli("results", "s")
+    assert result.exit_code == 0, result.output
+    assert (
+        "failed: likelihood=bernoulli,seed=0: " in result.output and "eval.json is damaged" in result.output
+    )
+    rows = {r["likelihood"]: r for r in csv.DictReader((tmp_path / "s" / "results.csv").open())}
+    assert int(rows["bernoulli"]["n"]) == 1 and float(rows["bernoulli"]["elbo_mean"]) == -42.0
+    assert int(rows["gaussian"]["n"]) == 1 and float(rows["gaussian"]["elbo_mean"]) == -700.0
+
+
+@pytest.mark.parametrize("text", ["", "bernoulli,", "bernoulli,,gaussian"])
+def test_compare_refuses_empty_likelihood_items(cli, tmp_path, text):
+    result = cli("compare", "--likelihoods", text, "--out", "c")
+    assert result.exit_code == 2, result.output
+    assert "has an empty item" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_refuses_the_same_run_twice(cli, tmp_path):
+    (tmp_path / "r").mkdir()
+    result = cli("compare", "--run", "r", "--run", "./r", "--out", "c")
+    assert result.exit_code == 2 and "--run r is given twice: pass each run once" in result.output, (
+        result.output
+    )
+    assert not (tmp_path / "c").exists()
+
+
+def test_mlflow_server_that_does_not_answer_is_refused_before_anything_is_written(cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    start = time.monotonic()
+    for args in (("sweep", "--set", "logger=csv,mlflow", "--out", "s"), ("train", "--logger", "csv,mlflow")):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9: no MLflow server answers there" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [] and time.monotonic() - start < 30
+
+
 # ---------------------------------------------------------------- end to end
 def run_sweep(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")}
@@ -191,6 +329,26 @@ def test_sweep_runs_two_jobs_and_a_rerun_skips_finished_members(tmp_path):
     assert (sweep / names[0] / "eval.json").stat().st_mtime_ns == stamp
     other = run_sweep(tmp_path, "--grid", "likelihood=bernoulli", "--out", "s")
     assert other.returncode == 2 and "holds another sweep (grid" in other.stderr
+
+
+@pytest.mark.slow
+def test_two_jobs_share_one_fresh_mlflow_sqlite_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"  # fresh: both members would migrate it at once
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = ("--grid", "likelihood=bernoulli,gaussian", "--set", "max_steps=4", "--set", "logger=csv,mlflow",
+            *TINY, "--iw-samples", "0", "--jobs", "2", "--out", "s")  # fmt: skip
+    result = run_sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=uri)
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.run_name.split("/")[0] for r in found) == [
+        "likelihood=bernoulli,seed=0",
+        "likelihood=gaussian,seed=0",
+    ]
+    assert all(r.info.status == "FINISHED" for r in found)
 
 
 @pytest.mark.slow

@@ -519,16 +519,23 @@ def launch_options(launcher: str, jobs: int, slurm: list[str] | None, **flags: A
     from vae_cli.sweep.run import Launch, parse_pairs
 
     params = {SLURM_FLAGS[k]: v for k, v in flags.items() if v is not None}
-    params.update(parse_pairs(slurm or [], "--slurm"))
-    return Launch(launcher, jobs, params or None).check()
+    pairs = parse_pairs(slurm or [], "--slurm")
+    both = sorted(set(params) & set(pairs))
+    if both:
+        raise VaeError(f"--slurm {both[0]}=... repeats a --slurm-* flag: give each SLURM parameter once")
+    return Launch(launcher, jobs, {**params, **pairs} or None).check()
 
 
 def run_members(target: Path, members: list[Any], iw_samples: int, how: Any) -> None:
-    """Run the members (a signal: SweepInterrupted, which `friendly` reports)."""
-    from vae_cli.sweep.run import run
+    """Run the members (a signal: SweepInterrupted, which `friendly` reports); exit 1 when any
+    member did not finish."""
+    from vae_cli.sweep.run import failure_summary, run
 
     quiet_lightning()
-    run(target, members, iw_samples, how, out)
+    summary = failure_summary(run(target, members, iw_samples, how, out))
+    if summary:  # the table and the failures are printed; a script must still see it went wrong
+        err.print(styled("error:", "bold red", summary), highlight=False)
+        raise typer.Exit(1)
 
 
 @command()
@@ -588,7 +595,7 @@ def sweep(
         runs.check_name("--name", name)
     default = f"sweep-{experiment or base.dataset}-{'-'.join(keys) or 'seeds'}"
     target = out_dir or Path(hardware.runs_dir) / (name or default)
-    members = run.plan(target, base, hardware, keys, seed_list, iw_samples, "--grid")
+    members = run.plan(target, base, hardware, keys, seed_list, iw_samples, "--grid", how)
     run_members(target, members, iw_samples, how)
 
 
@@ -673,7 +680,7 @@ def compare(
         return
     seed_list = sweep_run.grid_from(None, [], seeds)[1]
     members = sweep_run.plan(
-        target, cfg, hardware, {"likelihood": names}, seed_list, iw_samples, "--likelihoods"
+        target, cfg, hardware, {"likelihood": names}, seed_list, iw_samples, "--likelihoods", how
     )
     run_members(target, members, iw_samples, how)
 

@@ -22,9 +22,13 @@ def applicable(dataset: str) -> list[str]:
 
 
 def parse_likelihoods(text: str | None, dataset: str) -> list[str]:
-    if not text:
+    if text is None:
         return applicable(dataset)
-    names = [t.strip() for t in text.split(",") if t.strip()]
+    names = [t.strip() for t in text.split(",")]
+    if "" in names:  # `--likelihoods ""` or "a,,b": a slip, not "every family"
+        raise VaeError(
+            f"--likelihoods {text!r} has an empty item: list families as F1,F2 (leave the flag out for all)"
+        )
     for name in names:
         if name not in LIKELIHOODS:
             from vae_cli.errors import unknown

@@ -7,8 +7,9 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from vae_cli.training import loggers
+from vae_cli.training import loggers, pictures
 
 TINY = ("--epochs", "2", "--latent-dim", "2", "--hidden-dim", "8", "--accelerator", "cpu")
 
@@ -31,6 +32,12 @@ def test_missing_extra_names_the_install_command(cli, monkeypatch, tmp_path, nam
 def test_csv_is_always_first_and_names_are_deduplicated():
     assert loggers.parse_loggers("tensorboard,mlflow,tensorboard") == ["csv", "tensorboard", "mlflow"]
     assert loggers.parse_loggers("csv") == ["csv"]
+
+
+def csv_rows(run: Path) -> list[dict[str, str]]:
+    import csv
+
+    return list(csv.DictReader((run / "metrics.csv").open()))
 
 
 def csv_column(run: Path, key: str) -> list[float]:
@@ -76,6 +83,18 @@ def test_mlflow_logs_config_and_metrics_to_a_local_store(cli, tmp_path, monkeypa
     history = client.get_metric_history(found.info.run_id, "val/elbo")
     assert [h.value for h in history] == pytest.approx(csv_column(run, "val/elbo"), rel=1e-6)
     assert "train/elbo_epoch" in found.data.metrics
+    # the sample and reconstruction grids, one PNG per validation, read back through MLflow
+    # named by the steps done (trainer.global_step); metrics.csv's step counts from 0
+    val_steps = [int(r["step"]) + 1 for r in csv_rows(run) if r.get("val/elbo")]
+    assert len(val_steps) == 2
+    for tag in ("samples/mean", "samples/stochastic", "reconstructions"):
+        files = client.list_artifacts(found.info.run_id, f"images/{tag}")
+        assert [f.path for f in files] == [pictures.artifact_name(tag, s) for s in val_steps]
+        local = client.download_artifacts(found.info.run_id, files[-1].path, str(tmp_path))
+        with Image.open(local) as image:
+            assert image.format == "PNG" and min(image.size) >= 8 * 8
+            r, g, b = image.convert("RGB").split()  # grey digits: every channel the same
+            assert r.tobytes() == g.tobytes() == b.tobytes() and r.getextrema()[1] > 0
 
 
 @pytest.mark.slow
@@ -96,3 +115,8 @@ def test_wandb_runs_offline_without_a_login(cli, tmp_path, monkeypatch):
     assert data.startswith(b":W&B")
     for needle in (b"laplace", b"val/elbo", b"train/elbo_epoch", b"kl_warmup_steps"):
         assert needle in data, needle
+    # the grids as W&B media: one PNG per tag and validation (2 epochs)
+    (media,) = record.parent.glob("files/media/images")
+    for tag in ("samples/mean", "samples/stochastic", "reconstructions"):
+        pngs = list((media / Path(tag).parent).glob(f"{Path(tag).name}_*.png"))
+        assert len(pngs) == 2, (tag, sorted(p.name for p in media.rglob("*")))

@@ -18,7 +18,7 @@ from typing import Any
 from rich.table import Table
 
 from vae_cli import report, runs
-from vae_cli.sweep.member import EVAL, FIGURES, FINISHED, state
+from vae_cli.sweep.member import EVAL, FAILED, FIGURES, FINISHED, state
 
 # (key, heading) of the aggregated quantities; all in nats per example except bpd and counts
 METRICS = (
@@ -43,7 +43,9 @@ class MemberResult:
 
     @property
     def setting(self) -> tuple[tuple[str, Any], ...]:
-        return tuple((k, v) for k, v in self.settings.items() if k not in ("seed", "run"))
+        """The row this member belongs to: its settings but the seed (`compare --run` members
+        carry their run, so that unrelated runs are never pooled as seeds of one setting)."""
+        return tuple((k, v) for k, v in self.settings.items() if k != "seed")
 
 
 @dataclass
@@ -71,6 +73,27 @@ def member_values(ev: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def read_values(path: Path) -> dict[str, Any]:
+    """member_values of an eval.json; ValueError (one line) when it is not one."""
+    try:
+        ev = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    if not isinstance(ev, dict):
+        raise ValueError(f"a {type(ev).__name__}, not a mapping")
+    try:
+        values = member_values(ev)
+        numbers = [values[k] for k in ("elbo", "bpd_elbo", "recon", "kl")]
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in numbers):
+            raise TypeError("non-numeric results")
+        values["run_dir"] = str(values["run_dir"])
+    except KeyError as e:
+        raise ValueError(f"no {e.args[0]!r}") from None
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    return values
+
+
 def collect(sweep_dir: Path, members: list[dict[str, Any]]) -> list[MemberResult]:
     out = []
     for m in members:
@@ -78,10 +101,17 @@ def collect(sweep_dir: Path, members: list[dict[str, Any]]) -> list[MemberResult
         status, detail = state(member_dir)
         values = {}
         if status == FINISHED:
-            values = member_values(json.loads((member_dir / EVAL).read_text()))
-            inside = member_dir / Path(values["run_dir"]).name
-            if inside.is_dir():  # the member's own run: found where the sweep is now
-                values["run_dir"] = str(inside)
+            try:
+                values = read_values(member_dir / EVAL)
+            except ValueError as e:  # damaged: listed as failed, the others still reported
+                status, detail = (
+                    FAILED,
+                    f"{member_dir / EVAL} is damaged ({e}): delete it and re-run the sweep",
+                )
+            else:
+                inside = member_dir / Path(values["run_dir"]).name
+                if inside.is_dir():  # the member's own run: found where the sweep is now
+                    values["run_dir"] = str(inside)
         out.append(MemberResult(m["name"], dict(m["settings"]), status, detail, values))
     return out
 

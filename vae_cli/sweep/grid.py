@@ -19,8 +19,15 @@ from vae_cli import settings as settings_mod
 from vae_cli.errors import VaeError, did_you_mean
 from vae_cli.settings import Config, RunSettings
 
-# Settings a grid may not vary: they say where and how a member runs, not what it is.
-NOT_SWEPT = ("experiment", "description", "name", "runs_dir", "logger", "seed")
+# Settings a grid may not vary, and why: they say where and how a member runs, not what it is.
+NOT_SWEPT = {
+    "experiment": "every member of a sweep is in the sweep's folder, named after its settings",
+    "name": "every member of a sweep is in the sweep's folder, named after its settings",
+    "runs_dir": "members are written inside the sweep directory (pick it with --out or --runs-dir)",
+    "description": "it is free text, not a setting of the run (set it once with --set)",
+    "logger": "one logger setting applies to the whole sweep (set it once with --set logger=...)",
+    "seed": "use --seeds for seeds",
+}
 SEEDS = "seeds"
 
 
@@ -58,16 +65,25 @@ def parse_grid(items: list[str]) -> dict[str, list[Any]]:
             raise VaeError(f'--grid "{item}": write KEY=V1,V2,... (e.g. --grid beta=0.5,1)')
         if key in grid:
             raise VaeError(f"--grid {key} is given twice: list all its values in one --grid")
-        grid[key] = [parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        parts = [v.strip() for v in values.split(",")]
+        if "" in parts:
+            raise VaeError(f'--grid "{item}" has an empty value: write KEY=V1,V2,... without empty items')
+        grid[key] = [parse_value(v) for v in parts]
     return grid
 
 
 def parse_seeds(text: str | list[Any] | None) -> list[int] | None:
     if text is None:
         return None
+    if not isinstance(text, str | list):
+        raise VaeError(f"seeds must be a list of integers (e.g. seeds: [0, 1, 2]), got {text!r}")
     parts = text.split(",") if isinstance(text, str) else list(text)
+    if any(not str(p).strip() or isinstance(p, bool) for p in parts):
+        raise VaeError(
+            f"seeds must be integers separated by commas, no empty items (e.g. --seeds 0,1,2), got {text!r}"
+        )
     try:
-        seeds = [int(str(p).strip()) for p in parts if str(p).strip()]
+        seeds = [int(str(p).strip()) for p in parts]
     except ValueError:
         raise VaeError(
             f"seeds must be integers separated by commas (e.g. --seeds 0,1,2), got {text!r}"
@@ -85,16 +101,29 @@ def from_block(block: dict[str, Any], source: str) -> tuple[dict[str, list[Any]]
     for key, values in block.items():
         if key == SEEDS:
             continue
+        if isinstance(values, dict):
+            raise VaeError(f"{source}: {key} must be a value or a list of values, got a mapping")
         grid[key] = values if isinstance(values, list) else [values]
-    return grid, parse_seeds(block.get(SEEDS))
+    seeds = block.get(SEEDS)
+    if SEEDS in block and not isinstance(seeds, list):
+        raise VaeError(f"{source}: seeds must be a list of integers (e.g. seeds: [0, 1, 2]), got {seeds!r}")
+    try:
+        return grid, parse_seeds(seeds)
+    except VaeError as e:
+        raise VaeError(f"{source}: {e}") from None
 
 
 def check_grid(grid: dict[str, list[Any]], source: str) -> None:
+    """Sweepable keys, each with distinct values after conversion to the setting's type
+    (beta=1,1.0 is one value twice, not two settings)."""
     for key, values in grid.items():
-        if key not in settings_mod.SETTINGS or key in NOT_SWEPT:
-            hint = " (use --seeds for seeds)" if key == "seed" else did_you_mean(key, settings_mod.SETTINGS)
+        if key in NOT_SWEPT:
+            raise VaeError(f'{source}: cannot sweep "{key}": {NOT_SWEPT[key]}')
+        if key not in settings_mod.SETTINGS:
+            hint = did_you_mean(key, settings_mod.SETTINGS)
             raise VaeError(f'{source}: cannot sweep "{key}"{hint}; sweep a setting of `vae train`')
-        if not values or len({repr(v) for v in values}) != len(values):
+        typed = [settings_mod.coerce(key, v, f"{source} ({key}={v})") for v in values]
+        if not values or len({repr(v) for v in typed}) != len(values):
             raise VaeError(f"{source}: {key} needs distinct values, got {values}")
 
 

@@ -126,26 +126,55 @@ def run_in_process(member_dirs: list[Path], iw_samples: int, report: Report) -> 
 
 
 # ---------------------------------------------------------------------------- SLURM
-def submitit_executor(folder: Path, cluster: str | None, jobs: int, params: dict[str, Any]) -> Any:
-    """submitit's AutoExecutor; cluster None: SLURM if sbatch is here, "local": this machine."""
+# submitit checks the names and types of its parameters, not their ranges: these counts must be
+# positive (a negative time limit made every member fail with an empty error).
+POSITIVE = ("timeout_min", "mem_gb", "nodes", "cpus_per_task", "tasks_per_node", "array_parallelism")
+NOT_NEGATIVE = ("gpus_per_node", "gpus_per_task", "num_gpus")
+
+
+def _import_submitit() -> Any:
     try:
         import submitit
     except ImportError:
         raise VaeError(
             "--launcher slurm needs submitit, which is not installed: pip install 'vae-cli[slurm]'"
         ) from None
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    if cluster is None and executor.cluster != "slurm":
+    return submitit
+
+
+def check_submitit(cluster: str | None, jobs: int, params: dict[str, Any]) -> None:
+    """Everything submitit would object to, before the sweep writes anything: SLURM present
+    (cluster None), parameter names and types (submitit's own check, on a throw-away local
+    executor: the SLURM one cannot be built without srun) and ranges."""
+    import tempfile
+
+    submitit = _import_submitit()
+    if cluster is None and submitit.AutoExecutor.which() != "slurm":
         raise VaeError(
             "--launcher slurm: no SLURM on this machine (sbatch not found); run on a cluster's login "
             "node, or use --launcher local"
         )
-    try:
-        executor.update_parameters(slurm_array_parallelism=jobs, **params)
-    except (NameError, ValueError, TypeError) as e:
-        raise VaeError(
-            f"submitit rejected the SLURM parameters {sorted(params)}: {e}".splitlines()[0]
-        ) from None
+    for key, value in params.items():
+        base = key.removeprefix("slurm_")
+        low = 1 if base in POSITIVE else 0 if base in NOT_NEGATIVE else None
+        if low is not None and isinstance(value, int | float) and not isinstance(value, bool) and value < low:
+            raise VaeError(f"SLURM parameter {key} must be >= {low}, got {value}")
+    with tempfile.TemporaryDirectory() as tmp:
+        executor = submitit.AutoExecutor(folder=tmp, cluster="local")
+        try:
+            executor.update_parameters(slurm_array_parallelism=jobs, **params)
+        except (NameError, ValueError, TypeError, AssertionError) as e:
+            raise VaeError(
+                f"submitit rejected the SLURM parameters {sorted(params)}: {e}".splitlines()[0]
+            ) from None
+
+
+def submitit_executor(folder: Path, cluster: str | None, jobs: int, params: dict[str, Any]) -> Any:
+    """submitit's AutoExecutor (parameters checked by check_submitit); cluster None: SLURM,
+    "local": this machine."""
+    submitit = _import_submitit()
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(slurm_array_parallelism=jobs, **params)
     return executor
 
 

@@ -9,6 +9,7 @@ error, never a silent mix.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from vae_cli.settings import Config, RunSettings, record
 from vae_cli.sweep import LAUNCHERS, aggregate, launch
 from vae_cli.sweep.grid import Member, expand
 from vae_cli.sweep.member import FINISHED, INTERRUPTED, PENDING, evaluate_into, state, write_member_config
-from vae_cli.training.loggers import require_packages
+from vae_cli.training.loggers import mlflow_experiment, parse_loggers, prepare_mlflow, require_packages
 
 SWEEP = "sweep.yaml"
 # Where and how members run, not what they compute: these may differ when a sweep is re-run
@@ -49,7 +50,17 @@ class Launch:
             raise VaeError(f"--jobs must be >= 1, got {self.jobs}")
         if self.slurm and self.launcher == "local":
             raise VaeError("--slurm-* options apply to --launcher slurm only")
+        if self.launcher != "local":
+            cluster = "local" if self.launcher == "submitit-local" else None
+            launch.check_submitit(cluster, self.jobs, self.slurm or {})
         return self
+
+    def check_hardware(self, run: RunSettings) -> None:
+        """What `vae train` refuses up front (trainer.check_hardware); several nodes only need a
+        launcher here when the sweep starts the members itself (SLURM starts the nodes)."""
+        from vae_cli.training.trainer import check_hardware
+
+        check_hardware(dataclasses.replace(run, num_nodes=1) if self.launcher == "slurm" else run)
 
 
 def what(cfg_dict: dict[str, Any]) -> dict[str, Any]:
@@ -58,12 +69,21 @@ def what(cfg_dict: dict[str, Any]) -> dict[str, Any]:
 
 def plan(
     sweep_dir: Path, base: Config, base_run: RunSettings, grid: dict[str, list[Any]], seeds: list[int] | None,
-    iw_samples: int, source: str,
+    iw_samples: int, source: str, how: Launch | None = None,
 ) -> list[Member]:  # fmt: skip
     """Validate every member, then create (or check) the sweep directory; nothing runs yet."""
     members = expand(base, base_run, grid, seeds, source)
+    how = how or Launch()
+    for m in members:
+        try:
+            how.check_hardware(m.run)
+        except VaeError as e:
+            raise VaeError(f"{source}: member {m.name} is not a valid run: {e}") from None
     for logger in {m.run.logger for m in members}:
         require_packages(logger)
+    mlflow = [m for m in members if "mlflow" in parse_loggers(m.run.logger)]
+    if mlflow:  # the experiment names fit.make_loggers gives them
+        prepare_mlflow({mlflow_experiment(record(m.config, m.run), m.name) for m in mlflow})
     planned = {
         "grid": grid,
         "seeds": seeds or [base.seed],
@@ -128,6 +148,14 @@ def run(
     return show(sweep_dir, console)
 
 
+def failure_summary(results: list[aggregate.MemberResult]) -> str | None:
+    """'N of M members failed: a, b' when any member did not finish, else None."""
+    bad = aggregate.unfinished(results)
+    if not bad:
+        return None
+    return f"{len(bad)} of {len(results)} members failed: {', '.join(r.name for r in bad)}"
+
+
 def evaluate_existing(
     out_dir: Path,
     run_dirs: list[Path],
@@ -138,11 +166,16 @@ def evaluate_existing(
     """`vae compare --run A --run B`: existing runs as members; evaluated into OUT, not into the runs."""
     from vae_cli.training.load import load_module
 
+    resolved = [Path(r).resolve() for r in run_dirs]
+    for i, r in enumerate(resolved):
+        if r in resolved[:i]:
+            raise VaeError(f"--run {run_dirs[i]} is given twice: pass each run once")
     members, datasets = [], set()
     for i, run_dir in enumerate(run_dirs):
         cfg = load_module(runs.checkpoint_in(Path(run_dir)), Path(run_dir)).cfg
         datasets.add(cfg.dataset)
-        settings = {"likelihood": cfg.likelihood, "seed": cfg.seed, "run": i}
+        # each run is its own row: two runs are two settings, not two seeds of one
+        settings = {"run": str(run_dir), "likelihood": cfg.likelihood, "seed": cfg.seed}
         members.append({"name": f"run{i}-{cfg.likelihood}-seed{cfg.seed}", "settings": settings,
                         "run_dir": str(Path(run_dir).resolve())})  # fmt: skip
     if len(datasets) > 1:
@@ -215,5 +248,8 @@ def parse_pairs(items: list[str], flag: str) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise VaeError(f'{flag} "{item}": write KEY=VALUE')
-        out[key.strip().replace("-", "_") if flag == "--set" else key.strip()] = parse_value(value.strip())
+        key = key.strip().replace("-", "_") if flag == "--set" else key.strip()
+        if key in out and flag == "--slurm":  # --set: the later value wins, as for any flag
+            raise VaeError(f"{flag} {key} is given twice: give each SLURM parameter once")
+        out[key] = parse_value(value.strip())
     return out

@@ -34,11 +34,14 @@ def parse_loggers(text: str) -> list[str]:
 
 
 def require_packages(text: str) -> None:
-    """Missing packages, before a run (or a sweep) starts; not needed to evaluate a finished run."""
+    """Missing packages (and an MLflow server that does not answer), before a run (or a sweep)
+    starts; not needed to evaluate a finished run."""
     for name in parse_loggers(text):
         module, install = PACKAGES.get(name, (None, ""))
         if module and importlib.util.find_spec(module) is None:
             raise VaeError(f"--logger {name} needs the {module} package, which is not installed: {install}")
+    if "mlflow" in parse_loggers(text) and os.environ.get("MLFLOW_TRACKING_URI"):
+        check_reachable(os.environ["MLFLOW_TRACKING_URI"])
 
 
 def extra_loggers(names: list[str], run_dir: Path, hparams: dict[str, Any]) -> list[Any]:
@@ -58,7 +61,7 @@ def extra_loggers(names: list[str], run_dir: Path, hparams: dict[str, Any]) -> l
         # directory (MLflow 3 refuses new plain-file stores).
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(run_dir / MLFLOW_DB).resolve()}"
         local = "MLFLOW_TRACKING_URI" not in os.environ
-        experiment = str(hparams.get("experiment") or name)
+        experiment = mlflow_experiment(hparams, name)
         out.append(
             MLFlowLogger(
                 experiment_name=experiment,
@@ -78,6 +81,50 @@ def extra_loggers(names: list[str], run_dir: Path, hparams: dict[str, Any]) -> l
             )
         )
     return out
+
+
+def mlflow_experiment(hparams: dict[str, Any], folder: str) -> str:
+    """The MLflow experiment a run logs to: its experiment setting, else its folder's name."""
+    return str(hparams.get("experiment") or folder)
+
+
+def prepare_mlflow(experiments: set[str]) -> None:
+    """Before a sweep's members start, with MLFLOW_TRACKING_URI set (a store they all share):
+    refuse a server that does not answer (mlflow's own retries take minutes, then fail every
+    member), and create the store and the experiments once, here: members starting at once
+    would each migrate a fresh sqlite store (alembic) or create the same experiment, and race."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return  # each run gets its own store in its own directory: nothing is shared
+    check_reachable(uri)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        for name in sorted(experiments):
+            if client.get_experiment_by_name(name) is None:
+                client.create_experiment(name)
+    except MlflowException as e:
+        raise VaeError(f"MLFLOW_TRACKING_URI={uri}: {str(e).strip().splitlines()[0]}") from None
+
+
+def check_reachable(uri: str, timeout_s: float = 3.0) -> None:
+    """An http(s) tracking server must accept a connection within timeout_s."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s).close()
+    except OSError as e:
+        raise VaeError(
+            f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers there ({e.strerror or e}); start it, "
+            f"or unset MLFLOW_TRACKING_URI to log into each run's own folder"
+        ) from None
 
 
 def finish(names: list[str]) -> None:

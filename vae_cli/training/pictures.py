@@ -1,13 +1,14 @@
 """Sample and reconstruction grids sent to the experiment loggers at every validation, so a
-model can be watched improving in TensorBoard (or another logger with an image API)."""
+model can be watched improving in TensorBoard, MLflow (PNG artifacts) and W&B (media)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
 from vae_cli import report
@@ -18,9 +19,30 @@ def _tensorboard(logger: Logger, tag: str, image: Tensor, step: int) -> None:
     logger.experiment.add_image(tag, image, global_step=step)  # (C, H, W) in [0, 1]
 
 
+def _pixels(image: Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W) or (H, W, 3) uint8, the array MLflow and W&B take."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().permute(1, 2, 0).numpy()
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def _mlflow(logger: Logger, tag: str, image: Tensor, step: int) -> None:
+    # an artifact per validation (a PNG in the run's artifact store): images/<tag>/step-<n>.png
+    logger.experiment.log_image(logger.run_id, _pixels(image), artifact_file=artifact_name(tag, step))
+
+
+def artifact_name(tag: str, step: int) -> str:
+    return f"images/{tag}/step-{step:07d}.png"
+
+
+def _wandb(logger: Logger, tag: str, image: Tensor, step: int) -> None:
+    logger.log_image(key=tag, images=[_pixels(image)], step=step)
+
+
 # One branch per logger type with an image API; a logger not listed gets no pictures.
 IMAGE_WRITERS: dict[type[Logger], Callable[[Logger, str, Tensor, int], None]] = {
     TensorBoardLogger: _tensorboard,
+    MLFlowLogger: _mlflow,
+    WandbLogger: _wandb,
 }
 
 
