@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import EXPERIMENTS, ROOT
 from vae_cli.errors import VaeError
 from vae_cli.settings import RunSettings, resolve, resolve_all
 from vae_cli.sweep import launch
@@ -76,7 +76,7 @@ def test_grid_members_are_validated_configs_with_readable_names():
         (["--seeds", "0,,1"], "no empty items"),
         (["--seeds", ""], "no empty items"),
         # what `vae train` refuses up front (trainer.check_hardware), refused for every member
-        (["--grid", "precision=32,16-true"], "precision 16-true is not supported"),
+        (["--grid", "precision=32,16-true"], 'unknown precision "16-true"'),
         (["--grid", "num_nodes=1,2"], "needs a launcher that starts the other nodes"),
         (["--grid", "experiment=a,b"], 'cannot sweep "experiment": every member of a sweep'),
         (["--grid", "name=a,b"], 'cannot sweep "name": every member of a sweep'),
@@ -302,7 +302,7 @@ def test_mlflow_server_that_does_not_answer_is_refused_before_anything_is_writte
 
 # ---------------------------------------------------------------- end to end
 def run_sweep(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(EXPERIMENTS)}
     return subprocess.run([sys.executable, "-m", "vae_cli", "sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
@@ -354,7 +354,7 @@ def test_two_jobs_share_one_fresh_mlflow_sqlite_store(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_killed_sweep_resumes_members_from_their_checkpoints(tmp_path):
     args = ("--set", "epochs=12", *TINY, "--iw-samples", "0", "--out", "s")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(ROOT / "experiments.yaml")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(EXPERIMENTS)}
     proc = subprocess.Popen([sys.executable, "-m", "vae_cli", "sweep", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     member = tmp_path / "s" / "seed=0"
