@@ -172,7 +172,8 @@ def rich_table(rows: list[SettingRow], title: str) -> Table:
     table = Table(title=title, header_style="bold")
     n_keys = len(setting_keys(rows))
     for i, head in enumerate(heads):
-        table.add_column(head, justify="left" if i < n_keys else "right")
+        # a setting's value names the row (and is typed to find the member): never cut it
+        table.add_column(head, justify="left" if i < n_keys else "right", no_wrap=i < n_keys)
     for row in cells:
         table.add_row(*row)
     return table
