@@ -256,7 +256,8 @@ def resume_config(
         may = [f"--{k.replace('_', '-')}" for k, d in MODEL_SETTINGS.items() if d.spec.resumable]
         raise VaeError(
             f"--resume continues a run with its own config; {what} cannot change it "
-            f"(only {', '.join(may)} and the hardware flags can): start a new run instead"
+            f"(only {', '.join(may)} and the hardware and output flags, e.g. --logger, can): "
+            f"start a new run instead"
         )
     run = run_flags(settings)
     run_dir, _ = resolve_resume(resume, Path(run.runs_dir))
