@@ -175,6 +175,16 @@ def experiment_names(incomplete: str) -> list[str]:
         return []  # a broken experiments file: no completion, the command itself will say why
 
 
+def experiment_option(help: str) -> Any:
+    """-e/--experiment, with the named experiments as its shell completion."""
+    return typer.Option(
+        None, "--experiment", "-e", help=help, metavar="NAME", autocompletion=experiment_names
+    )
+
+
+CONFIG_FILE = typer.Option(None, "--config", help="YAML file of key: value overrides.")
+
+
 def run_flags(settings: dict[str, Any]) -> RunSettings:
     """The run settings from the given flags and the declared defaults, never from a run."""
     return settings_mod.run_settings({k: v for k, v in settings.items() if k in RUN_SETTINGS})
@@ -204,15 +214,8 @@ def fmt(x: float) -> str:
 @with_settings(TRAIN_SETTINGS)
 def train(
     ctx: typer.Context,
-    experiment: str = typer.Option(
-        None,
-        "--experiment",
-        "-e",
-        help="Named experiment (`vae experiments`).",
-        metavar="NAME",
-        autocompletion=experiment_names,
-    ),
-    config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
+    experiment: str = experiment_option("Named experiment (`vae experiments`)."),
+    config_file: Path = CONFIG_FILE,
     smoke: bool = typer.Option(
         False, "--smoke", help="One batch of each stage; writes no files.", metavar=""
     ),
@@ -543,15 +546,8 @@ def run_members(target: Path, members: list[Any], iw_samples: int, how: Any) -> 
 @with_settings(("runs_dir",), help={"runs_dir": "Where sweeps are written."})
 def sweep(
     ctx: typer.Context,
-    experiment: str = typer.Option(
-        None,
-        "--experiment",
-        "-e",
-        help="Named experiment (and its sweep: block).",
-        metavar="NAME",
-        autocompletion=experiment_names,
-    ),
-    config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
+    experiment: str = experiment_option("Named experiment (and its sweep: block)."),
+    config_file: Path = CONFIG_FILE,
     grid: list[str] = typer.Option(
         None, "--grid", help="A setting and its values (repeatable).", metavar="KEY=V1,V2,..."
     ),
@@ -622,15 +618,8 @@ COMPARE_SETTINGS = (
 @with_settings(COMPARE_SETTINGS, help={"seed": "Random seed (the same for every likelihood)."})
 def compare(
     ctx: typer.Context,
-    experiment: str = typer.Option(
-        None,
-        "--experiment",
-        "-e",
-        help="Named experiment as the base config.",
-        metavar="NAME",
-        autocompletion=experiment_names,
-    ),
-    config_file: Path = typer.Option(None, "--config", help="YAML file of key: value overrides."),
+    experiment: str = experiment_option("Named experiment as the base config."),
+    config_file: Path = CONFIG_FILE,
     likelihoods: str = typer.Option(
         None,
         help="Comma-separated families.",
