@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VAE) train --experiment quickstart --runs-dir demo-runs
 	$(VAE) eval --runs-dir demo-runs --iw-samples 100
-	$(VAE) sample --runs-dir demo-runs --n 64 --out demo-runs/samples-mean.png
-	$(VAE) sample --runs-dir demo-runs --n 64 --stochastic --out demo-runs/samples-stochastic.png
+	$(VAE) sample --runs-dir demo-runs --n 64
+	$(VAE) sample --runs-dir demo-runs --n 64 --stochastic
 
 test: install
 	$(PY) -m pytest -q
