@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,7 @@ from test_reliability import one_line_error, snapshot, trained, vae  # noqa: F40
 from vae_cli import settings as settings_mod
 from vae_cli.cli import app
 from vae_cli.config import Config
+from vae_cli.errors import VaeError
 
 
 def declared_type(field: dataclasses.Field) -> type:
@@ -37,6 +39,7 @@ BAD = {
     str: [[1], {"a": 1}, True, "x\0y", "x" * 5000],
     bool: ["maybe", 1, [True]],
 }
+SETTINGS_BY_NAME = {f.name: f for f in dataclasses.fields(Config)}
 CASES = [
     pytest.param(f.name, v, id=f"{f.name}={str(v)[:12]}")
     for f in dataclasses.fields(Config)
@@ -50,6 +53,24 @@ def test_every_config_field_has_bad_values():
 
 
 @pytest.mark.parametrize(("key", "value"), CASES)
+def test_bad_config_value_in_yaml_is_refused_by_name(key: str, value, tmp_path: Path):
+    """What `vae train --config` does first, for every case: a VaeError naming the key (the
+    CLI prints a VaeError as one line; the slow twin below checks that for every case too)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({key: value}))
+    with pytest.raises(VaeError, match=re.escape(key)):
+        settings_mod.resolve_all(config_file=cfg, experiments=settings_mod.Experiments())
+
+
+# One case of each declared type through the CLI in the quick subset; all of them when slow
+# tests run (~240 CLI invocations, ~4 s).
+QUICK = {next(c.id for c in CASES if declared_type(SETTINGS_BY_NAME[c.values[0]]) is t) for t in BAD}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [c if c.id in QUICK else pytest.param(*c.values, id=c.id, marks=pytest.mark.slow) for c in CASES],
+)
 def test_bad_config_value_in_yaml(key: str, value, tmp_path: Path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({key: value}))

@@ -155,6 +155,7 @@ def test_json_and_markdown_round_trip(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------- the budget
+@pytest.mark.slow  # a subprocess that imports torch or runs for its 2-s budget
 def test_a_stage_over_its_budget_is_cut_and_recorded(tmp_path: Path):
     records, pidfile = tmp_path / "r.jsonl", tmp_path / "pid"
     script = (
@@ -190,6 +191,7 @@ def test_stages_that_finish_or_fail_are_recorded_as_such(tmp_path: Path):
 
 
 # ---------------------------------------------------------------------------- no GPU
+@pytest.mark.slow  # a subprocess that imports torch or runs for its 2-s budget
 def test_without_cuda_the_script_prints_one_line_and_exits_0(tmp_path: Path):
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, str(SCRIPTS / "gpu_check.py"), "--out", str(out)],
@@ -200,6 +202,7 @@ def test_without_cuda_the_script_prints_one_line_and_exits_0(tmp_path: Path):
     assert not out.exists()  # nothing written
 
 
+@pytest.mark.slow  # make + a subprocess that imports torch
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_gpu_check_without_cuda_prints_one_line_installs_nothing(tmp_path: Path):
     venv = tmp_path / "venv"

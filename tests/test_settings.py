@@ -4,13 +4,14 @@ run settings kept out of checkpoints, experiments files merged."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from vae_cli import settings
+from vae_cli import safeyaml, settings
 from vae_cli.errors import VaeError
 from vae_cli.settings import Config, Experiments, RunSettings
 
@@ -157,3 +158,16 @@ def test_local_experiments_merge_over_the_packaged_ones(tmp_path: Path, monkeypa
     only.write_text("experiments:\n  solo: {}\n")
     monkeypatch.setenv("VAE_EXPERIMENTS", str(only))
     assert list(Experiments.load().named) == ["solo"]
+
+
+def test_a_file_edited_between_two_reads_is_read_anew_and_reads_are_independent(tmp_path: Path):
+    """safeyaml parses each text once; an edit within one clock tick (same size, same mtime)
+    must still be seen, and a caller changing what it got must not change the next read."""
+    path = tmp_path / "e.yaml"
+    path.write_text("experiments:\n  a: {epochs: 1}\n")
+    safeyaml.load(path)["experiments"]["a"]["epochs"] = 99
+    assert Experiments.load(path).named["a"]["epochs"] == 1
+    stat = path.stat()
+    path.write_text("experiments:\n  a: {epochs: 2}\n")  # the same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert Experiments.load(path).named["a"]["epochs"] == 2
