@@ -51,7 +51,7 @@ SCHEDULES = ("constant", "iwae")
 STOCHASTIC_LAYERS = (1, 2)
 # Lightning's names (not a registry of ours).
 # Not the "-true" half/64-bit precisions: the inputs reach the network as float32, so those
-# fail at the first layer (training/trainer.py says so if one is forced through Lightning).
+# fail at the first layer.
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "single_device")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
