@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from vae_cli import report, runs
@@ -167,13 +168,29 @@ def table_cells(rows: list[SettingRow]) -> tuple[list[str], list[list[str]]]:
     return heads, cells
 
 
-def rich_table(rows: list[SettingRow], title: str) -> Table:
+def rich_table(rows: list[SettingRow], title: str, width: int = 10**6) -> Table:
+    """The console table. No cell is ever cut to "…": a setting's value names the row (and is
+    typed to find the member), and a number cut short is a wrong number. Numbers wrap at " ± "
+    at most; a long setting value folds onto a second line. Boxed when that fits in `width`
+    columns, else without the box's borders (2 columns instead of 3 between cells)."""
     heads, cells = table_cells(rows)
-    table = Table(title=title, header_style="bold")
     n_keys = len(setting_keys(rows))
+    longest = [
+        max(len(word) for text in [head, *(row[i] for row in cells)] for word in text.split())
+        for i, head in enumerate(heads)
+    ]
+    numbers = sum(longest[n_keys:])
+    boxed = numbers + sum(min(n, 20) for n in longest[:n_keys]) + 3 * len(heads) + 1 <= width
+    cap = 20 if boxed else 12
+    style: dict[str, Any] = (
+        {} if boxed else {"box": box.SIMPLE_HEAD, "show_edge": False, "collapse_padding": True}
+    )
+    table = Table(title=title, header_style="bold", **style)
     for i, head in enumerate(heads):
-        # a setting's value names the row (and is typed to find the member): never cut it
-        table.add_column(head, justify="left" if i < n_keys else "right", no_wrap=i < n_keys)
+        if i < n_keys:
+            table.add_column(head, justify="left", overflow="fold", min_width=min(longest[i], cap))
+        else:
+            table.add_column(head, justify="right", min_width=longest[i])
     for row in cells:
         table.add_row(*row)
     return table

@@ -211,7 +211,9 @@ def show(sweep_dir: Path, console: Console) -> list[aggregate.MemberResult]:
     written = aggregate.write_report(Path(sweep_dir), results, info)
     rows = aggregate.aggregate(results)
     console.print(
-        aggregate.rich_table(rows, f"{sweep_dir} (mean ± std over seeds; IW K={info['iw_samples']})")
+        aggregate.rich_table(
+            rows, f"{sweep_dir} (mean ± std over seeds; IW K={info['iw_samples']})", console.width
+        )
     )
     for r in aggregate.unfinished(results):
         console.print(f"{r.state}: {r.name}{': ' + r.error if r.error else ''}", markup=False)
