@@ -333,7 +333,9 @@ def evaluate(
         ("iw", f"IW bound (K={iw_samples})"),
     ):
         if name in results:
-            rows.append((f"{label} (nats)", f"{fmt(results[name])} ± {fmt(results[name + '_stderr'])}"))
+            stderr = results[name + "_stderr"]
+            spread = "(1 example: no std. error)" if stderr is None else f"± {fmt(stderr)}"
+            rows.append((f"{label} (nats)", f"{fmt(results[name])} {spread}"))
     rows.append(("bits/dim (ELBO)", f"{results['bpd_elbo']:.4f}"))
     if "bpd_iw" in results:
         rows.append(("bits/dim (IW)", f"{results['bpd_iw']:.4f}"))

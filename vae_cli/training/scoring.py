@@ -95,6 +95,8 @@ def unpack(logged: dict[str, float], layer_dims: tuple[int, ...]) -> dict[str, A
     """`trainer.test()`'s logged scalars as eval.json's numbers (counts as ints, per-layer lists)."""
     results: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith(ACTIVE_PREFIX)}
     results["n_examples"] = round(results["n_examples"])
+    if results["n_examples"] < 2:  # one example has no spread to estimate: not a 0 stderr
+        results.update({k: None for k in results if k.endswith("_stderr")})
     per_layer = [round(logged[f"{ACTIVE_PREFIX}{i + 1}"]) for i in range(len(layer_dims))]
     results.update(
         active_units=sum(per_layer), active_units_per_layer=per_layer, latent_dims=list(layer_dims)
