@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import statistics
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,8 +268,11 @@ def write_report(sweep_dir: Path, results: list[MemberResult], info: dict[str, A
     payload = {**info, "rows": flat, "members": member_rows}
     runs.write_atomic(paths[2], json.dumps(payload, indent=2) + "\n")
     runs.write_atomic(paths[3], to_csv(member_header, member_rows))
-    paths += [p for p in (plot_val_curves(results, sweep_dir / FIGURES / "val-elbo.png"),
-                          plot_nll(rows, results, sweep_dir / FIGURES / "nll.png")) if p]  # fmt: skip
+    where = f"{sweep_dir.name} ({len(results)} member{'s' if len(results) != 1 else ''})"
+    figures = sweep_dir / FIGURES
+    plots = (plot_val_curves(results, figures / "val-elbo.png", where),
+             plot_nll(rows, results, figures / "nll.png", where, info.get("iw_samples")))  # fmt: skip
+    paths += [p for p in plots if p]
     return paths
 
 
@@ -276,7 +280,7 @@ def label(setting: tuple[tuple[str, Any], ...]) -> str:
     return ",".join(f"{k}={v}" for k, v in setting) or "(base)"
 
 
-def plot_val_curves(results: list[MemberResult], out: Path) -> Path | None:
+def plot_val_curves(results: list[MemberResult], out: Path, where: str = "") -> Path | None:
     """Validation ELBO per epoch of every finished member, one colour per setting."""
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     for r in results:
@@ -293,15 +297,26 @@ def plot_val_curves(results: list[MemberResult], out: Path) -> Path | None:
     for i, (name, seeds) in enumerate(curves.items()):
         for j, points in enumerate(seeds):
             ax.plot([e + 1 for e, _ in points], [v for _, v in points], color=f"C{i % 10}", alpha=0.8,
-                    marker="o", markersize=2, label=name if j == 0 else None)  # fmt: skip
+                    marker="o", markersize=2 if len(points) > 1 else 6,  # one point: visible
+                    label=name if j == 0 else None)  # fmt: skip
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole epochs
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation ELBO (nats per example)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    caption(
+        fig,
+        f"{where}: validation ELBO after each epoch (higher is better); "
+        "one colour per setting, one line per seed",
+    )
     return _save(fig, out)
 
 
-def plot_nll(rows: list[SettingRow], results: list[MemberResult], out: Path) -> Path | None:
+def plot_nll(
+    rows: list[SettingRow], results: list[MemberResult], out: Path, where: str = "", k: int | None = None
+) -> Path | None:
     """IW-NLL (or -ELBO without an IW bound) per setting: seeds as dots, mean ± std as a bar."""
     key = "iw_nll" if any(r.stats["iw_nll"][0] is not None for r in rows) else "elbo"
     rows = [r for r in rows if r.stats[key][0] is not None]
@@ -319,7 +334,21 @@ def plot_nll(rows: list[SettingRow], results: list[MemberResult], out: Path) -> 
     ax.set_xticks(range(len(rows)), [label(r.setting) for r in rows], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel(("IW-NLL" if key == "iw_nll" else "-ELBO") + " (nats per example)")
     ax.grid(alpha=0.3, axis="y")
+    what = (
+        f"test IW-NLL (minus the IW bound, K={k})"
+        if key == "iw_nll"
+        else "test -ELBO (no IW bound was computed)"
+    )
+    caption(
+        fig, f"{where}: {what} per setting, lower is better; orange dots: seeds, blue: mean ± std over seeds"
+    )
     return _save(fig, out)
+
+
+def caption(fig: Any, text: str) -> None:
+    """A caption above the axes, wrapped to the figure's width (never cut at its edge)."""
+    chars = int(fig.get_figwidth() * 120 / 7.5)  # ~7.5 px per character at fontsize 8, 120 dpi
+    fig.suptitle(textwrap.fill(text, max(chars, 30)), fontsize=8)
 
 
 def _pyplot() -> Any:
