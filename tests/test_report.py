@@ -165,3 +165,14 @@ def test_out_never_replaces_a_file(tmp_path: Path) -> None:
         "new.png",
         "samples.png",
     ]
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_cells_are_framed_in_a_grey_that_no_binary_pixel_has(value: float, tmp_path: Path) -> None:
+    """A grid of all-white (or all-black) images still shows where each cell ends."""
+    out = _png(report.save_grid(torch.full((4, 1, 8, 8), value), tmp_path / "g.png"))
+    scale = (out.shape[1] - 3 * report.PAD) // 16
+    seam = out[:, report.PAD + 8 * scale : 2 * report.PAD + 8 * scale]  # between the two columns
+    cell = out[report.PAD : report.PAD + 8 * scale, report.PAD : report.PAD + 8 * scale]
+    assert (cell == round(value * 255)).all()
+    assert (seam == round(report.PAD_VALUE * 255)).all()

@@ -30,7 +30,10 @@ if TYPE_CHECKING:  # torch only when a figure is drawn: `vae --help` stays fast
 
 MIN_WIDTH = 400  # px: a default grid is upscaled to at least about this width
 MIN_CELL = 40  # px: and every cell to at least this size, so an 8x8 digit stays readable
-PAD = 2  # px of white between cells
+PAD = 2  # px between cells
+# Mid-grey lines between cells: white (or black) ones merge with the white (black) pixels of
+# binary images, and a grid of Bernoulli draws reads as one noisy block.
+PAD_VALUE = 0.5
 FONT_SIZE = 14
 MARGIN = 6  # px around text
 
@@ -62,7 +65,7 @@ def grid_tensor(images: Tensor, nrow: int, scale: int = 1) -> Tensor:
     images = images.detach().cpu().float().clamp(0, 1)
     if scale > 1:
         images = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-    return make_grid(images, nrow=nrow, padding=PAD, pad_value=1.0)
+    return make_grid(images, nrow=nrow, padding=PAD, pad_value=PAD_VALUE)
 
 
 def _font() -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
