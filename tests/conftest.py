@@ -94,3 +94,24 @@ def random_data(support: str, shape, gen: torch.Generator) -> torch.Tensor:
     if support == "unit":
         return torch.rand(shape, generator=gen, dtype=torch.float64)
     return torch.randint(0, 256, shape, generator=gen).double()
+
+
+# ---------------------------------------------------------------- sweeps
+# --set flags that make every sweep member train in seconds on the CPU
+SWEEP_TINY = (
+    "--set",
+    "latent_dim=2",
+    "--set",
+    "hidden_dim=8",
+    "--set",
+    "batch_size=50",
+    "--set",
+    "accelerator=cpu",
+)
+
+
+def run_sweep(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """`vae sweep ARGS...` in a subprocess, importing this checkout's vae_cli."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VAE_EXPERIMENTS": str(EXPERIMENTS)}
+    return subprocess.run([sys.executable, "-m", "vae_cli", "sweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
