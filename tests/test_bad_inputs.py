@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_reliability import one_line_error, snapshot, trained, vae  # noqa: F401  (trained: a fixture)
+from conftest import one_line_error, snapshot, trained, vae  # noqa: F401  (trained: a fixture)
 
 from vae_cli import settings as settings_mod
 from vae_cli.cli import app

@@ -107,3 +107,11 @@ def test_compare_trains_evaluates_and_reuses_runs(cli, tmp_path: Path):
     assert not torch.equal(mean, noisy)
     bad = cli("reconstruct", run_dir, "--n", "0")
     assert bad.exit_code == 2 and "--n must be in 1..10000" in bad.output
+
+
+@pytest.mark.parametrize("text", ["", "bernoulli,", "bernoulli,,gaussian"])
+def test_compare_refuses_empty_likelihood_items(cli, tmp_path, text):
+    result = cli("compare", "--likelihoods", text, "--out", "c")
+    assert result.exit_code == 2, result.output
+    assert "has an empty item" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()

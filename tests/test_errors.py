@@ -177,20 +177,6 @@ def test_data_outside_the_likelihoods_support(env, monkeypatch: pytest.MonkeyPat
     assert 'outside what likelihood "bernoulli" scores' in text and "outside what likelihood" in DOC
 
 
-def test_support_check_on_transformed_data():
-    from vae_cli.data.checks import check_support
-    from vae_cli.errors import VaeError
-
-    check_support(torch.tensor([0.0, 1.0]), "binary", "bernoulli", "x")
-    check_support(torch.tensor([0.0, 0.5, 1.0]), "unit", "gaussian", "x")
-    with pytest.raises(VaeError, match="outside the support"):
-        check_support(torch.tensor([0.0, 0.5]), "binary", "bernoulli", "x")
-    with pytest.raises(VaeError, match="outside the support"):
-        check_support(torch.tensor([1.5]), "unit", "gaussian", "x")
-    with pytest.raises(VaeError, match="outside the support"):
-        check_support(torch.tensor([3.5]), "discrete", "categorical", "x")
-
-
 def test_doc_table_has_every_row():
     rows = [line for line in DOC.splitlines() if line.startswith("| `")]
     assert len(rows) >= 20

@@ -26,3 +26,17 @@ def test_check_support(name):
     bad[1, 0, 2, 2] = BAD[cls.support]
     with pytest.raises(VaeError, match=f'outside the support of likelihood "{name}"'):
         check_support(bad, cls.support, name, "the data")
+
+
+def test_support_check_on_transformed_data():
+    from vae_cli.data.checks import check_support
+    from vae_cli.errors import VaeError
+
+    check_support(torch.tensor([0.0, 1.0]), "binary", "bernoulli", "x")
+    check_support(torch.tensor([0.0, 0.5, 1.0]), "unit", "gaussian", "x")
+    with pytest.raises(VaeError, match="outside the support"):
+        check_support(torch.tensor([0.0, 0.5]), "binary", "bernoulli", "x")
+    with pytest.raises(VaeError, match="outside the support"):
+        check_support(torch.tensor([1.5]), "unit", "gaussian", "x")
+    with pytest.raises(VaeError, match="outside the support"):
+        check_support(torch.tensor([3.5]), "discrete", "categorical", "x")

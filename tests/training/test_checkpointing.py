@@ -1,10 +1,13 @@
 """training/checkpointing.py: kill-and-resume equals an uninterrupted run; eval and sample leave
-the checkpoint alone."""
+the checkpoint alone; the end of a run is validated and saved (also mid-epoch), a finished run
+stays finished, a failed checkpoint write keeps the last good one, and checkpoints are read
+without running code."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import os
 import signal
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import EXPERIMENTS, ROOT, cpu, run_vae, small_run
+from conftest import EXPERIMENTS, ROOT, STEPS, ckpt, cpu, one_line_error, run_vae, small_run, snapshot, vae
 from typer.testing import CliRunner
 
 from vae_cli.cli import app
@@ -221,3 +224,144 @@ def test_a_signal_on_an_epochs_last_batch_saves_that_epoch_and_resumes_exactly(t
     for name, ref in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], ref, rtol=1e-5, atol=1e-6)
     assert (cut / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+
+
+# ---------------------------------------------------------------------------- the end of a run
+# (conftest's `trained`: one quickstart run stopped by --max-steps 30, shared by several modules)
+
+
+def test_max_steps_run_checkpoints_and_validates_its_final_step(trained: Path):
+    assert ckpt(trained, "last")["global_step"] == STEPS  # not 26, the last epoch boundary
+    assert ckpt(trained, "best")["global_step"] == STEPS  # validated at step 30: the best so far
+    rows = (trained / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    val_steps = [r.split(",")[1] for r in rows[1:] if r.split(",")[header.index("val/elbo")]]
+    assert val_steps == ["25", str(STEPS - 1)]  # epoch 0's end, and the final step
+
+
+def test_run_shorter_than_an_epoch_gets_validation_and_best(tmp_path: Path):
+    result = vae("train", "-e", "quickstart", "--max-steps", 5, "--runs-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "quickstart" / "version_0"
+    assert ckpt(run, "best")["global_step"] == 5 == ckpt(run, "last")["global_step"]
+    assert "val ELBO (nats)" in result.output
+
+
+def test_resuming_a_finished_run_changes_nothing(run_copy: Path):
+    before = snapshot(run_copy)
+    result = vae("train", "--resume", run_copy)
+    assert result.exit_code == 0, result.output
+    assert "is finished: it reached --max-steps 30 (step 30); nothing was changed" in " ".join(
+        result.output.split()
+    )
+    assert snapshot(run_copy) == before
+
+
+# ---------------------------------------------------------------------------- failed writes
+
+
+@pytest.mark.slow
+def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Disk full on the 3rd checkpoint write (epoch 1's best.ckpt): one line, exit 2, epoch 0's
+    checkpoints intact, no temporary file left, and --resume finishes the run."""
+    real, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *a, **k):
+        if isinstance(obj, dict) and "state_dict" in obj:
+            calls["n"] += 1
+            if calls["n"] >= 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    result = vae("train", "-e", "quickstart", "--epochs", 3, "--runs-dir", tmp_path)
+    line = one_line_error(result)
+    run = tmp_path / "quickstart" / "version_0"
+    assert "No space left on device" in line and f"vae train --resume {run}" in line
+    monkeypatch.setattr(torch, "save", real)
+    assert ckpt(run)["global_step"] == 26 == ckpt(run, "best")["global_step"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    resumed = vae("train", "--resume", run)
+    assert resumed.exit_code == 0, resumed.output
+    assert ckpt(run)["global_step"] == 78
+
+
+def test_first_checkpoint_failing_leaves_the_run_resumable_from_best(run_copy: Path):
+    (run_copy / "checkpoints" / "last.ckpt").unlink()  # as if the disk filled while writing it
+    result = vae("train", "--resume", run_copy)
+    assert result.exit_code == 0 and "is finished" in result.output, result.output
+
+
+# ---------------------------------------------------------------------------- checkpoints never run code
+
+
+class Evil:
+    """Unpickling this creates `marker`: what a malicious checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+@pytest.fixture(params=[False, True], ids=["default-env", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"])
+def evil_run(request, run_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    if request.param:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker = tmp_path / "marker"
+    state = ckpt(run_copy)
+    state["payload"] = Evil(marker)
+    for name in ("best.ckpt", "last.ckpt"):
+        torch.save(state, run_copy / "checkpoints" / name)
+    return run_copy, marker
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["eval {run}", "eval {run}/checkpoints/last.ckpt", "sample {run}", "reconstruct {run}",
+     "train --resume {run} --max-steps 40", "compare --run {run} -k 0 --out {run}/../cmp"],
+)  # fmt: skip
+def test_a_malicious_checkpoint_never_runs(command: str, evil_run: tuple[Path, Path]):
+    run, marker = evil_run
+    line = one_line_error(vae(*command.format(run=run).split()))
+    assert "is not a readable vae-cli checkpoint (UnpicklingError)" in line
+    assert not marker.exists()
+
+
+def test_contradictory_torch_load_variables_are_one_line(trained: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "1")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    assert "are set, and torch refuses to load: unset one" in one_line_error(vae("sample", trained))
+
+
+# ---------------------------------------------------------------------------- resume is exact
+
+
+@pytest.mark.slow
+def test_sigterm_and_resume_give_the_same_metrics_csv_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """In-process and small (2 epochs of 26 steps): SIGTERM in the 37th training step stops at
+    the end of its Lightning batch (step 42, between two logging windows), and --resume ends
+    with a metrics.csv whose text equals the uninterrupted run's, digit for digit."""
+    from vae_cli.model import estimators
+
+    train = ("train", "-e", "quickstart", "--epochs", 2, "--runs-dir")
+    assert vae(*train, tmp_path / "a").exit_code == 0
+    real, calls = estimators.elbo, {"n": 0}
+
+    def elbo(*a, **k):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 37:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(estimators, "elbo", elbo)
+    killed = vae(*train, tmp_path / "b")
+    assert killed.exit_code == 143 and "after step 42" in killed.output, killed.output
+    monkeypatch.setattr(estimators, "elbo", real)
+    run = tmp_path / "b" / "quickstart" / "version_0"
+    assert vae("train", "--resume", run).exit_code == 0
+    a = (tmp_path / "a" / "quickstart" / "version_0" / "metrics.csv").read_text().splitlines()
+    b = (run / "metrics.csv").read_text().splitlines()
+    assert len(a) > 8 and [y for x, y in zip(a, b, strict=True) if x != y] == []

@@ -1,4 +1,4 @@
-"""`vae eval` end to end (issue 4): the IW bound and active units of trained one- and
+"""training/evaluate.py: `vae eval` end to end: the IW bound and active units of trained one- and
 two-layer models; bad settings are one-line errors."""
 
 from __future__ import annotations

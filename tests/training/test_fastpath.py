@@ -127,3 +127,35 @@ def test_progress_bar_counts_optimiser_steps(tmp_path: Path):
         small_run(tmp_path, "bar", epochs=1, steps_per_call=8), callbacks=[Total()], run=cpu(tmp_path)
     )
     assert seen == [(math.ceil((1797 - 360 - 180) / 50), 4)]
+
+
+def test_running_means_resume_adds_in_the_uninterrupted_order():
+    """A window's sums saved after `cut` of 10 batches and restored give the bits of the
+    uninterrupted window: the saved state keeps the unsummed batches apart, so the additions
+    are grouped as without the interruption (float addition is not associative: summing the
+    pending batches at the save changed the result in 34 of these 90 cases)."""
+    import io
+
+    from vae_cli.training.fastpath import RunningMeans
+
+    differ = []
+    for cut in range(1, 10):
+        for seed in range(10):
+            gen = torch.Generator().manual_seed(seed * 10 + cut)
+            batches = [{"elbo": -100 * torch.rand(50, generator=gen) - 1e3} for _ in range(10)]
+            whole, before, after = (RunningMeans(["elbo"]) for _ in range(3))
+            for b in batches:
+                whole.update(b)
+            for b in batches[:cut]:
+                before.update(b)
+            buf = io.BytesIO()
+            torch.save(before.state_dict(), buf)  # through a checkpoint, as on resume
+            buf.seek(0)
+            after.load_state_dict(torch.load(buf, weights_only=True), torch.device("cpu"))
+            for b in batches[cut:]:
+                after.update(b)
+            (s1, n1), (s2, n2) = whole.take(), after.take()
+            assert n1 == n2 == 500
+            if s1.item() != s2.item():  # bit for bit, not approximately
+                differ.append((cut, seed))
+    assert differ == []

@@ -1,12 +1,15 @@
 """`--logger`: TensorBoard by default, MLflow to a local sqlite store, W&B offline; each read back
-with the tool's own reader where one exists; missing extras are one-line errors."""
+with the tool's own reader where one exists; missing extras are one-line errors; an MLflow
+server that does not answer is refused up front, and sweep members share a fresh store."""
 
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
+from conftest import SWEEP_TINY, run_sweep
 from PIL import Image
 
 from vae_cli.training import loggers, pictures
@@ -120,3 +123,35 @@ def test_wandb_runs_offline_without_a_login(cli, tmp_path, monkeypatch):
     for tag in ("samples/mean", "samples/stochastic", "reconstructions"):
         pngs = list((media / Path(tag).parent).glob(f"{Path(tag).name}_*.png"))
         assert len(pngs) == 2, (tag, sorted(p.name for p in media.rglob("*")))
+
+
+def test_mlflow_server_that_does_not_answer_is_refused_before_anything_is_written(cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    start = time.monotonic()
+    for args in (("sweep", "--set", "logger=csv,mlflow", "--out", "s"), ("train", "--logger", "csv,mlflow")):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "MLFLOW_TRACKING_URI=http://127.0.0.1:9: no MLflow server answers there" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == [] and time.monotonic() - start < 30
+
+
+@pytest.mark.slow
+def test_two_jobs_share_one_fresh_mlflow_sqlite_store(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"  # fresh: both members would migrate it at once
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    args = ("--grid", "likelihood=bernoulli,gaussian", "--set", "max_steps=4", "--set", "logger=csv,mlflow",
+            *SWEEP_TINY, "--iw-samples", "0", "--jobs", "2", "--out", "s")  # fmt: skip
+    result = run_sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(tracking_uri=uri)
+    found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.run_name.split("/")[0] for r in found) == [
+        "likelihood=bernoulli,seed=0",
+        "likelihood=gaussian,seed=0",
+    ]
+    assert all(r.info.status == "FINISHED" for r in found)
