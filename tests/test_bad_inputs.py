@@ -1,4 +1,5 @@
-"""Issue 12, class B: no input ends in a traceback. Each bad value: one line `error: ...`, exit 2.
+"""The CLI's contract for bad input: no input ends in a traceback. Each bad value gets one
+line `error: ...` and exit 2.
 
 The config table is generated from `dataclasses.fields(Config)` and the declared types, so a
 new setting is covered without editing this file.
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import one_line_error, snapshot, trained, vae  # noqa: F401  (trained: a fixture)
+from conftest import one_line_error, snapshot, vae
 
 from vae_cli import settings as settings_mod
 from vae_cli.cli import app
@@ -114,7 +115,7 @@ def test_bad_config_value_as_flag(flag: str, value: str, tmp_path: Path):
      "sample {run} --out {run}", "sample {run} --out {run}/noext", "sample {run} --out {run}/x.xyz",
      "reconstruct {run} --out {run}/x.pdfx"],
 )  # fmt: skip
-def test_bad_command_flags(args: str, trained: Path):  # noqa: F811
+def test_bad_command_flags(args: str, trained: Path):
     before = snapshot(trained)
     one_line_error(vae(*args.format(run=trained).split()))
     assert snapshot(trained) == before

@@ -20,10 +20,6 @@ NOT_MODULES = ("__init__.py", "__main__.py")
 
 # Modules with logic and no test module of their own: path under vae_cli/ -> why.
 ALLOWED = {
-    # Every function of it is checked in tests/model/test_likelihoods.py (moments, CDF, entropy and
-    # samples of the continuous Bernoulli against float64 references); those tests belong in
-    # tests/model/test_continuous_bernoulli.py, and this entry goes when they move there.
-    "model/continuous_bernoulli.py": "tested in tests/model/test_likelihoods.py",
     # The estimators are its only user and tests/model/test_estimators.py checks its densities
     # through them against independent references (exact linear-Gaussian log p(x), the IW bound
     # written out by hand in float64); a test of its own would repeat those.

@@ -76,3 +76,41 @@ def test_results_list_a_damaged_member_as_failed_and_report_the_rest(cli, tmp_pa
     rows = {r["likelihood"]: r for r in csv.DictReader((tmp_path / "s" / "results.csv").open())}
     assert int(rows["bernoulli"]["n"]) == 1 and float(rows["bernoulli"]["elbo_mean"]) == -42.0
     assert int(rows["gaussian"]["n"]) == 1 and float(rows["gaussian"]["elbo_mean"]) == -700.0
+
+
+@pytest.mark.parametrize(("width", "layout"), [(60, "blocks"), (80, "blocks"), (128, "bare"), (200, "boxed")])
+def test_the_console_table_never_cuts_a_number_or_a_name(width: int, layout: str, tmp_path: Path):
+    """At any terminal width every number is shown whole on one line (a number cut to "…", or
+    a column dropped at the edge, is a wrong or missing number) and a long run path is folded,
+    never shortened: boxed when it fits, then without borders, then one block per setting."""
+    from rich.console import Console
+
+    from vae_cli.sweep import aggregate
+
+    long_run = "runs/a-rather-long-experiment-name/version_12"
+    results = [
+        aggregate.MemberResult(f"m{seed}", {"run": long_run, "likelihood": "continuous-bernoulli",
+                                            "seed": seed}, aggregate.FINISHED, "",
+                               {"elbo": -1234.5678 - seed, "iw_nll": 1230.125 + seed, "bpd_elbo": 1.23456,
+                                "bpd_iw": 1.22222, "kl": 25.5, "active_units": 17})
+        for seed in (0, 1)
+    ]  # fmt: skip
+    rows = aggregate.aggregate(results)
+    with open(tmp_path / "out.txt", "w") as sink:
+        console = Console(width=width, record=True, file=sink)
+        console.print(aggregate.rich_table(rows, "t", console.width))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
+    for cell in aggregate.table_cells(rows)[1][0][len(aggregate.setting_keys(rows)) :]:
+        assert cell in text, (cell, text)  # "-1235.07 ± 0.71": whole, on one line
+    if layout == "bare":  # the run column's pieces start the lines below the header's rule
+        lines = text.splitlines()
+        body = lines[next(i for i, line in enumerate(lines) if "─" in line) + 1 :]
+        assert "".join(line.split()[0] for line in body if line.strip()).startswith(long_run)
+    else:
+        assert long_run in "".join(text.replace("│", "").split())  # folded at most
+    assert ("┃" in text, "─" in text) == {
+        "boxed": (True, True),
+        "bare": (False, True),
+        "blocks": (False, False),
+    }[layout]

@@ -23,3 +23,21 @@ def test_eval_writes_eval_json_with_iw_bound_above_elbo(trained_workdir: Path):
     assert ev["bpd_elbo"] == pytest.approx(-ev["elbo"] / (64 * np.log(2)), rel=1e-13)
     assert ev["bpd_iw"] == pytest.approx(-ev["iw"] / (64 * np.log(2)), rel=1e-13)
     assert "binarised once" in ev["data_protocol"]
+
+
+def test_one_example_has_no_standard_error_and_two_have_one():
+    """A standard error needs two examples: with one, eval.json holds null, not a made-up 0."""
+    from vae_cli.training.scoring import unpack
+
+    logged = {
+        "n_examples": 1.0,
+        "elbo": -3.0,
+        "elbo_stderr": 0.0,
+        "iw": -2.9,
+        "iw_stderr": 0.0,
+        "active_units/z1": 2.0,
+    }
+    one = unpack(logged, (4,))
+    assert one["elbo_stderr"] is None and one["iw_stderr"] is None and one["elbo"] == -3.0
+    two = unpack({**logged, "n_examples": 2.0, "elbo_stderr": 0.5}, (4,))
+    assert two["elbo_stderr"] == 0.5 and two["active_units"] == 2

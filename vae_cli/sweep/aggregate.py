@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from rich import box
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from vae_cli import report, runs
 from vae_cli.sweep.member import EVAL, FAILED, FIGURES, FINISHED, state
@@ -169,32 +172,45 @@ def table_cells(rows: list[SettingRow]) -> tuple[list[str], list[list[str]]]:
     return heads, cells
 
 
-def rich_table(rows: list[SettingRow], title: str, width: int = 10**6) -> Table:
-    """The console table. No cell is ever cut to "…": a setting's value names the row (and is
-    typed to find the member), and a number cut short is a wrong number. Numbers wrap at " ± "
-    at most; a long setting value folds onto a second line. Boxed when that fits in `width`
-    columns, else without the box's borders (2 columns instead of 3 between cells)."""
+def rich_table(rows: list[SettingRow], title: str, width: int = 10**6) -> RenderableType:
+    """The console table. No cell is ever cut to "…" or dropped at the terminal's edge: a
+    setting's value names the row (and is typed to find the member), and a number cut short is
+    a wrong number. Boxed when every cell fits on one line within `width` columns; else without
+    the box's borders; else one block per setting (a name too long even then folds)."""
     heads, cells = table_cells(rows)
     n_keys = len(setting_keys(rows))
-    longest = [
-        max(len(word) for text in [head, *(row[i] for row in cells)] for word in text.split())
-        for i, head in enumerate(heads)
-    ]
-    numbers = sum(longest[n_keys:])
-    boxed = numbers + sum(min(n, 20) for n in longest[:n_keys]) + 3 * len(heads) + 1 <= width
-    cap = 20 if boxed else 12
-    style: dict[str, Any] = (
-        {} if boxed else {"box": box.SIMPLE_HEAD, "show_edge": False, "collapse_padding": True}
-    )
+    widths = [max(len(text) for text in [head, *(row[i] for row in cells)]) for i, head in enumerate(heads)]
+    # numbers whole on one line; a setting's value may fold down to 12 columns
+    needed = sum(min(w, 12) if i < n_keys else w for i, w in enumerate(widths))
+    if needed + 3 * len(heads) + 1 <= width:
+        style: dict[str, Any] = {}
+    elif needed + 2 * len(heads) <= width:
+        style = {"box": box.SIMPLE_HEAD, "show_edge": False, "collapse_padding": True}
+    else:
+        return _blocks(heads, cells, n_keys, title)
     table = Table(title=title, header_style="bold", **style)
     for i, head in enumerate(heads):
         if i < n_keys:
-            table.add_column(head, justify="left", overflow="fold", min_width=min(longest[i], cap))
+            table.add_column(head, overflow="fold", min_width=min(widths[i], 12))
         else:
-            table.add_column(head, justify="right", min_width=longest[i])
+            table.add_column(head, justify="right", no_wrap=True, min_width=widths[i])
     for row in cells:
         table.add_row(*row)
     return table
+
+
+def _blocks(heads: list[str], cells: list[list[str]], n_keys: int, title: str) -> RenderableType:
+    """The table turned on its side for a narrow terminal: per setting, one line per number."""
+    parts: list[RenderableType] = [Text(title, style="italic", justify="center")]
+    for row in cells:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(justify="right", overflow="fold")
+        for head, value in zip(heads[n_keys:], row[n_keys:], strict=True):
+            grid.add_row(head, value)
+        name = ", ".join(f"{h}={v}" for h, v in zip(heads[:n_keys], row[:n_keys], strict=True))
+        parts += [Text(name, style="bold", overflow="fold"), Padding(grid, (0, 0, 0, 2))]
+    return Group(*parts)
 
 
 def unfinished(results: list[MemberResult]) -> list[MemberResult]:
