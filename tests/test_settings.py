@@ -171,3 +171,19 @@ def test_a_file_edited_between_two_reads_is_read_anew_and_reads_are_independent(
     path.write_text("experiments:\n  a: {epochs: 2}\n")  # the same size
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert Experiments.load(path).named["a"]["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("1e-3", 1e-3), ("5E+2", 500.0), ("-2.5e-1", -0.25), (".5e1", 5.0)]
+)
+def test_exponent_notation_from_yaml_is_a_float_as_on_the_command_line(
+    text: str, value: float, tmp_path: Path
+):
+    """PyYAML (YAML 1.1) reads `1e-3` (no dot) as a string; `--lr 1e-3` is a float, so YAML is too."""
+    assert yaml.safe_load(f"x: {text}")["x"] in (text, value)  # a string without a dot: why this exists
+    path = tmp_path / "c.yaml"
+    path.write_text(f"beta: {text}\n")
+    assert settings.layered(config_file=path, experiments=Experiments())["beta"] == value
+    for bad in ("1e-3x", "e5", "1e", "nan", "1e-3 2"):
+        with pytest.raises(VaeError, match="must be float"):
+            settings.coerce("beta", bad, "x")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -268,6 +269,10 @@ def check_all(obj: Any) -> None:
 MAX_INT = 2**31 - 1
 
 
+# A number in exponent notation without a dot (1e-3, 5E+2), which PyYAML leaves a string.
+_EXPONENT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def coerce(key: str, value: Any, source: str) -> Any:
     """Check one value against the setting's declared type; YAML gives ints for floats etc."""
     if not isinstance(key, str):
@@ -285,6 +290,8 @@ def coerce(key: str, value: Any, source: str) -> Any:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if kind is float and is_number:
         return float(value)
+    if kind is float and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; the flag takes it
     if kind is str and is_number:
         return str(value)  # precision: 32 -> "32"
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
