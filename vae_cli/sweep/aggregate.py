@@ -175,13 +175,13 @@ def table_cells(rows: list[SettingRow]) -> tuple[list[str], list[list[str]]]:
 def rich_table(rows: list[SettingRow], title: str, width: int = 10**6) -> RenderableType:
     """The console table. No cell is ever cut to "…" or dropped at the terminal's edge: a
     setting's value names the row (and is typed to find the member), and a number cut short is
-    a wrong number. Boxed when every cell fits on one line within `width` columns; else without
-    the box's borders; else one block per setting (a name too long even then folds)."""
+    a wrong number, and a name split mid-word is hard to read. Boxed when every cell fits whole
+    on one line within `width` columns; else without the box's borders; else one block per
+    setting (a name too long even for that folds)."""
     heads, cells = table_cells(rows)
     n_keys = len(setting_keys(rows))
     widths = [max(len(text) for text in [head, *(row[i] for row in cells)]) for i, head in enumerate(heads)]
-    # numbers whole on one line; a setting's value may fold down to 12 columns
-    needed = sum(min(w, 12) if i < n_keys else w for i, w in enumerate(widths))
+    needed = sum(widths)  # every cell whole on one line; else one block per setting
     if needed + 3 * len(heads) + 1 <= width:
         style: dict[str, Any] = {}
     elif needed + 2 * len(heads) <= width:
@@ -190,10 +190,7 @@ def rich_table(rows: list[SettingRow], title: str, width: int = 10**6) -> Render
         return _blocks(heads, cells, n_keys, title)
     table = Table(title=title, header_style="bold", **style)
     for i, head in enumerate(heads):
-        if i < n_keys:
-            table.add_column(head, overflow="fold", min_width=min(widths[i], 12))
-        else:
-            table.add_column(head, justify="right", no_wrap=True, min_width=widths[i])
+        table.add_column(head, justify="left" if i < n_keys else "right", no_wrap=True, min_width=widths[i])
     for row in cells:
         table.add_row(*row)
     return table
