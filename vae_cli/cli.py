@@ -339,7 +339,9 @@ def evaluate(
     rows.append(("bits/dim (ELBO)", f"{results['bpd_elbo']:.4f}"))
     if "bpd_iw" in results:
         rows.append(("bits/dim (IW)", f"{results['bpd_iw']:.4f}"))
-    if "active_units" in results:
+    if results.get("active_units_per_layer") is None:
+        rows.append(("active units (Cov_x(E_q z) > 0.01)", "n/a (1 example: no covariance)"))
+    else:
         per_layer = " + ".join(
             f"{a}/{d}" for a, d in zip(results["active_units_per_layer"], results["latent_dims"], strict=True)
         )

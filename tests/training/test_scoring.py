@@ -40,4 +40,5 @@ def test_one_example_has_no_standard_error_and_two_have_one():
     one = unpack(logged, (4,))
     assert one["elbo_stderr"] is None and one["iw_stderr"] is None and one["elbo"] == -3.0
     two = unpack({**logged, "n_examples": 2.0, "elbo_stderr": 0.5}, (4,))
+    assert one["active_units"] is None and one["active_units_per_layer"] is None  # no covariance either
     assert two["elbo_stderr"] == 0.5 and two["active_units"] == 2

@@ -95,10 +95,13 @@ def unpack(logged: dict[str, float], layer_dims: tuple[int, ...]) -> dict[str, A
     """`trainer.test()`'s logged scalars as eval.json's numbers (counts as ints, per-layer lists)."""
     results: dict[str, Any] = {k: v for k, v in logged.items() if not k.startswith(ACTIVE_PREFIX)}
     results["n_examples"] = round(results["n_examples"])
-    if results["n_examples"] < 2:  # one example has no spread to estimate: not a 0 stderr
+    one = results["n_examples"] < 2  # one example has no spread: no stderr, no Cov_x(E_q z)
+    if one:
         results.update({k: None for k in results if k.endswith("_stderr")})
     per_layer = [round(logged[f"{ACTIVE_PREFIX}{i + 1}"]) for i in range(len(layer_dims))]
     results.update(
-        active_units=sum(per_layer), active_units_per_layer=per_layer, latent_dims=list(layer_dims)
+        active_units=None if one else sum(per_layer),
+        active_units_per_layer=None if one else per_layer,
+        latent_dims=list(layer_dims),
     )
     return results
