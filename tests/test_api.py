@@ -197,6 +197,37 @@ def test_bad_counts_and_temperatures_are_refused(digits_model: vae_cli.Model, ca
         call(digits_model, torch.zeros(2, 1, 8, 8))
 
 
+def test_integer_scalars_of_numpy_and_torch_are_counts(digits_model: vae_cli.Model) -> None:
+    import numpy as np
+
+    x = torch.zeros(2, 1, 8, 8)
+    assert digits_model.iw_bound(x, np.int64(3), chunk=np.int32(2)).shape == (2,)
+    assert digits_model.sample(torch.tensor(3)).shape == (3, 1, 8, 8)
+    with pytest.raises(VaeError, match="k must be a whole number"):
+        digits_model.iw_bound(x, np.float64(3.0))
+
+
+@pytest.mark.parametrize(
+    ("z", "message"),
+    [
+        (lambda d: torch.zeros(2, d + 1), r"z has shape \(2, {d1}\), expected \(N, {d}\)"),
+        (lambda d: torch.zeros(2, 3, d), r"expected \(N, {d}\)"),
+        (lambda d: torch.zeros(0, d), "N >= 1"),
+        (lambda d: torch.full((2, d), float("nan")), "NaN or infinite"),
+        (lambda d: [0.0] * d, "z is a list"),
+    ],
+)
+def test_decode_checks_its_latent_points(digits_model: vae_cli.Model, z, message: str) -> None:
+    d = digits_model.module.vae.latent_dim
+    with pytest.raises(VaeError, match=message.format(d=d, d1=d + 1)):
+        digits_model.decode(z(d))
+    assert digits_model.decode(torch.zeros(d)).mean.shape == (1, 1, 8, 8)  # one point, no batch axis
+
+
+def test_dir_lists_the_lazy_api() -> None:
+    assert {"load", "train", "Model", "__version__"} <= set(dir(vae_cli))
+
+
 def test_train_requires_a_config_or_a_dict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for bad in (None, "quickstart", [("epochs", 1)]):

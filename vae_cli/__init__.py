@@ -25,3 +25,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'vae_cli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # tab completion (IPython, Jupyter) lists the lazily imported API too
+    return sorted({*globals(), *__all__})

@@ -16,6 +16,7 @@ See docs/python.md.
 from __future__ import annotations
 
 import functools
+import operator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -151,12 +152,32 @@ class Model:
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x|z) for z of shape (B, latent_dim): its .mean is E[x|z], .sample() draws x."""
-        return self.module.vae.conditional(z.to(self.device))
+        return self.module.vae.conditional(self.check_latent(z))
+
+    def check_latent(self, z: Any) -> Tensor:
+        """z as the decoder reads it: finite, real, shape (N, latent_dim) or one (latent_dim,)
+        point, as float32 on the model's device; anything else a VaeError saying so."""
+        import numpy as np
+
+        d = self.module.vae.latent_dim
+        if isinstance(z, np.ndarray) and z.dtype.kind in "iuf":
+            z = torch.from_numpy(z)
+        if not isinstance(z, Tensor) or z.dtype == torch.bool or z.is_complex():
+            kind = f"a {type(z).__name__}" if not isinstance(z, Tensor) else f"a {z.dtype} tensor"
+            raise VaeError(f"z is {kind}: pass a real-valued torch tensor or numpy array of shape (N, {d})")
+        if z.dim() == 1 and len(z) == d:
+            z = z.unsqueeze(0)
+        if z.dim() != 2 or z.shape[1] != d or len(z) == 0:
+            raise VaeError(f"z has shape {tuple(z.shape)}, expected (N, {d}) with N >= 1 (latent_dim {d})")
+        z = z.to(self.device, torch.float32)
+        if not bool(torch.isfinite(z).all()):
+            raise VaeError("z holds NaN or infinite values: pass finite latent points")
+        return z
 
     @torch.no_grad()
     def sample(self, n: int, stochastic: bool = False, temperature: float = 1.0) -> Tensor:
         """n images from z ~ N(0, T^2 I): E[x|z], or x ~ p(x|z) when stochastic."""
-        check_count("n", n, "images to draw")
+        n = check_count("n", n, "images to draw")
         check_temperature(temperature, "temperature")
         z = torch.randn(n, self.module.vae.latent_dim, device=self.device) * temperature
         dist = self.module.vae.decode_prior(z)
@@ -177,9 +198,9 @@ class Model:
     def iw_bound(self, x: Tensor, k: int, chunk: int | None = 100) -> Tensor:
         """The importance-weighted bound log (1/k) sum_k p(x, z_k) / q(z_k|x) per example,
         in nats (Burda et al. 2016); >= elbo(x) in expectation, tighter as k grows."""
-        check_count("k", k, "importance samples")
+        k = check_count("k", k, "importance samples")
         if chunk is not None:
-            check_count("chunk", chunk, "importance samples per pass")
+            chunk = check_count("chunk", chunk, "importance samples per pass")
         return estimators.iw_bound(self.module.vae, self.check_input(x), k, chunk)
 
     def to_image(self, x: Tensor) -> Tensor:
@@ -187,10 +208,16 @@ class Model:
         return to_image(x.float(), self.support).cpu()
 
 
-def check_count(name: str, value: Any, what: str) -> None:
-    """A whole number >= 1 (not a bool, a float or a negative number)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def check_count(name: str, value: Any, what: str) -> int:
+    """A whole number >= 1 (not a bool, a float or a negative number), as an int; numpy's and
+    torch's integer scalars count (operator.index accepts exactly the integer types)."""
+    try:
+        count = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        count = None
+    if count is None or count < 1:
         raise VaeError(f"{name} must be a whole number >= 1 ({what}), got {value!r}")
+    return count
 
 
 def load(path: str | Path, data_dir: str | None = None) -> Model:
