@@ -176,3 +176,13 @@ def test_cells_are_framed_in_a_grey_that_no_binary_pixel_has(value: float, tmp_p
     cell = out[report.PAD : report.PAD + 8 * scale, report.PAD : report.PAD + 8 * scale]
     assert (cell == round(value * 255)).all()
     assert (seam == round(report.PAD_VALUE * 255)).all()
+
+
+def test_a_short_last_row_is_left_blank_not_grey(tmp_path: Path) -> None:
+    """7 images in rows of 3: the two missing cells are white, unlike any drawn image here."""
+    out = _png(report.save_grid(torch.zeros(7, 1, 8, 8), tmp_path / "g.png", nrow=3))
+    scale = (out.shape[1] - 4 * report.PAD) // 24
+    top = report.PAD + 2 * (8 * scale + report.PAD)  # third row
+    drawn = out[top : top + 8 * scale, report.PAD : report.PAD + 8 * scale]
+    blank = out[top : top + 8 * scale, 3 * report.PAD + 16 * scale : 3 * report.PAD + 24 * scale]
+    assert (drawn == 0).all() and (blank == 255).all()

@@ -60,9 +60,13 @@ def scale_for(width: int, columns: int, min_width: int = MIN_WIDTH) -> int:
 
 def grid_tensor(images: Tensor, nrow: int, scale: int = 1) -> Tensor:
     """(N, C, H, W) in [0, 1] -> one (C, H', W') grid, each pixel repeated scale x scale."""
+    import torch
     from torchvision.utils import make_grid
 
     images = images.detach().cpu().float().clamp(0, 1)
+    missing = -len(images) % nrow  # make_grid fills a short last row with the separators' grey,
+    if missing and len(images) > nrow:  # which would read as images of 0.5: blank cells instead
+        images = torch.cat([images, images.new_ones(missing, *images.shape[1:])])
     if scale > 1:
         images = images.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
     return make_grid(images, nrow=nrow, padding=PAD, pad_value=PAD_VALUE)
