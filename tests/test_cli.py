@@ -57,14 +57,18 @@ def test_experiments_at_80_columns_never_cut_a_name_and_show_inherited_settings(
     ]
 
 
-def test_a_missing_experiments_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+@pytest.mark.parametrize(("where", "problem"), [("nope.yaml", "no such file"), (".", "is a folder")])
+def test_a_missing_experiments_file_is_named(
+    where: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     from typer.testing import CliRunner
 
     from vae_cli.cli import app
 
-    monkeypatch.setenv("VAE_EXPERIMENTS", str(tmp_path / "nope.yaml"))
-    result = CliRunner().invoke(app, ["train", "-e", "quickstart", "--smoke"])
-    assert result.exit_code == 2 and "VAE_EXPERIMENTS=" in result.output and "no such file" in result.output
+    monkeypatch.setenv("VAE_EXPERIMENTS", str(tmp_path / where))
+    for args in (["train", "-e", "quickstart", "--smoke"], ["experiments"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and "VAE_EXPERIMENTS=" in result.output and problem in result.output
 
 
 def test_sample_without_any_run_is_a_clean_error(cli):

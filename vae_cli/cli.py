@@ -416,7 +416,10 @@ def sample(
     )
     report.save_grid(images, path, caption=caption, replace=False)
     kind = "x ~ p(x|z)" if stochastic else "E[x|z]"
-    out.print(f"wrote {path} ({n} samples of {kind}, likelihood {module.cfg.likelihood})", markup=False)
+    out.print(
+        f"wrote {path} ({n} sample{'s' if n != 1 else ''} of {kind}, likelihood {module.cfg.likelihood})",
+        markup=False,
+    )
 
 
 # ---------------------------------------------------------------------------- reconstruct

@@ -354,9 +354,16 @@ def experiments_files() -> list[Path]:
     packaged file, then ./experiments.yaml if present (see `Experiments.merge`)."""
     env = os.environ.get("VAE_EXPERIMENTS")
     if env:
-        if not Path(env).exists():
+        if not Path(env).is_file():
+            problem = (
+                "is a folder"
+                if Path(env).is_dir()
+                else "is not a file"
+                if Path(env).exists()
+                else "no such file"
+            )
             raise VaeError(
-                f"VAE_EXPERIMENTS={env}: no such file; point it at an experiments YAML file or unset it"
+                f"VAE_EXPERIMENTS={env}: {problem}; point it at an experiments YAML file or unset it"
             )
         return [Path(env)]
     local = Path("experiments.yaml")
