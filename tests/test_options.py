@@ -120,3 +120,11 @@ def test_importtime_of_help_lists_no_torch(args: list[str], tmp_path: Path):
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
     assert "vae_cli.cli" in imported and "typer" in imported
     assert not {m for m in imported if m.split(".")[0] in ("torch", "pytorch_lightning", "torchvision")}
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "eval", "sample", "reconstruct", "latent", "sweep"])
+def test_panels_come_in_the_declared_order(command: str):
+    """Data, Model, Likelihood, Objective, Optimisation, Hardware, Output, as docs/settings.md."""
+    text = help_text(command)
+    shown = [g for g in sorted(settings.GROUPS, key=lambda g: text.find(f"─ {g} ")) if f"─ {g} " in text]
+    assert shown == [g for g in settings.GROUPS if g in shown], shown

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
-from vae_cli.settings import SETTINGS, Declared, allowed
+from vae_cli.settings import GROUPS, SETTINGS, Declared, allowed
 
 F = TypeVar("F", bound=Callable[..., Any])
 FROM_RUN = "the run's"  # shown as the default of flags that default to the evaluated run's value
@@ -80,7 +80,9 @@ def with_settings(
     def decorate(fn: F) -> F:
         sig = inspect.signature(fn, eval_str=True)
         own = [p for p in sig.parameters.values() if p.name != "settings"]
-        generated = [parameter(n, n in from_run, help.get(n)) for n in names]
+        # in the panels' order (Data, Model, ..., Output): Typer shows panels as first met
+        ordered = sorted(names, key=lambda n: GROUPS.index(SETTINGS[n].spec.group))
+        generated = [parameter(n, n in from_run, help.get(n)) for n in ordered]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
