@@ -124,15 +124,9 @@ class Model:
         (C, H, W) example, with values on the likelihood's support (data/checks.py, the rule
         the data module applies), as float32 on the model's device. Anything else is a
         VaeError saying what was expected, not a torch error deep inside a network."""
-        import numpy as np
-
         shape = tuple(self.module.shape)
         want = f"(N, {', '.join(map(str, shape))})"
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x) if x.dtype.kind in "biuf" else x
-        if not isinstance(x, Tensor) or x.dtype == torch.bool or x.is_complex():
-            kind = f"a {type(x).__name__}" if not isinstance(x, Tensor) else f"a {x.dtype} tensor"
-            raise VaeError(f"x is {kind}: pass a real-valued torch tensor or numpy array of shape {want}")
+        x = real_tensor(x, "x", want)
         if tuple(x.shape) == shape:  # one example without the batch dimension
             x = x.unsqueeze(0)
         if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape or len(x) == 0:
@@ -157,14 +151,8 @@ class Model:
     def check_latent(self, z: Any) -> Tensor:
         """z as the decoder reads it: finite, real, shape (N, latent_dim) or one (latent_dim,)
         point, as float32 on the model's device; anything else a VaeError saying so."""
-        import numpy as np
-
         d = self.module.vae.latent_dim
-        if isinstance(z, np.ndarray) and z.dtype.kind in "iuf":
-            z = torch.from_numpy(z)
-        if not isinstance(z, Tensor) or z.dtype == torch.bool or z.is_complex():
-            kind = f"a {type(z).__name__}" if not isinstance(z, Tensor) else f"a {z.dtype} tensor"
-            raise VaeError(f"z is {kind}: pass a real-valued torch tensor or numpy array of shape (N, {d})")
+        z = real_tensor(z, "z", f"(N, {d})")
         if z.dim() == 1 and len(z) == d:
             z = z.unsqueeze(0)
         if z.dim() != 2 or z.shape[1] != d or len(z) == 0:
@@ -206,6 +194,19 @@ class Model:
     def to_image(self, x: Tensor) -> Tensor:
         """Values on the likelihood's support -> [0, 1] images (for torchvision grids)."""
         return to_image(x.float(), self.support).cpu()
+
+
+def real_tensor(value: Any, name: str, want: str) -> Tensor:
+    """A real-valued torch tensor (numpy arrays of numbers converted, shared memory), or a
+    VaeError naming what `name` is and that an array of shape `want` was expected."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        value = torch.from_numpy(value)
+    if not isinstance(value, Tensor) or value.dtype == torch.bool or value.is_complex():
+        kind = f"a {type(value).__name__}" if not isinstance(value, Tensor) else f"a {value.dtype} tensor"
+        raise VaeError(f"{name} is {kind}: pass a real-valued torch tensor or numpy array of shape {want}")
+    return value
 
 
 def check_count(name: str, value: Any, what: str) -> int:
